@@ -1,0 +1,89 @@
+"""The control API's HTTP server: uvicorn on sockets we bound, with the peer-uid check.
+
+uvicorn is driven from our task group (``Server.serve(sockets=…)``), never runs its own
+loop or signal handlers: shutdown is ours to order (stop accepting, let streams finish
+within the grace period, then stop engines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Generator
+from typing import Any
+
+import anyio
+import structlog
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from .control_socket import peer_uid
+
+__all__ = ["ControlServer"]
+
+log = structlog.get_logger(__name__)
+
+_FORBIDDEN_BODY = (
+    b'{"error":{"code":"forbidden","message":"this daemon serves only its own user",'
+    b'"hint":"connect as the user who started the daemon, or start your own"}}'
+)
+_FORBIDDEN = (
+    b"HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    + f"content-length: {len(_FORBIDDEN_BODY)}\r\n\r\n".encode()
+    + _FORBIDDEN_BODY
+)
+
+
+class PeerCheckedProtocol(HttpToolsProtocol):
+    """Refuses a Unix-socket peer whose uid is not the daemon's (SO_PEERCRED)."""
+
+    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family == socket.AF_UNIX:
+            uid = peer_uid(sock)
+            if uid is not None and uid != os.getuid():
+                log.warning("refused a connection from another user", peer_uid=uid)
+                transport.write(_FORBIDDEN)
+                transport.close()
+                return
+        super().connection_made(transport)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The daemon's own signal task decides what a signal means.
+        yield
+
+
+class ControlServer:
+    """One uvicorn server over already-bound sockets, stoppable with a grace period."""
+
+    def __init__(self, app: Any, sockets: list[socket.socket], *, grace_s: float) -> None:
+        config = uvicorn.Config(
+            app,
+            http=PeerCheckedProtocol,
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=grace_s,
+            timeout_keep_alive=30,
+            server_header=False,
+        )
+        self._server = _Server(config)
+        self._sockets = sockets
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        serve = self._server.serve(sockets=self._sockets)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: serve)
+            while not self._server.started:
+                # uvicorn offers no started event; it binds nothing (sockets are ours),
+                # so this settles within a loop iteration or two.
+                await anyio.sleep(0.001)
+            task_status.started()
+
+    def request_stop(self) -> None:
+        """Stop accepting; open requests get the grace period to finish."""
+        self._server.should_exit = True

@@ -1,0 +1,207 @@
+"""The engine adapter: what a plugin hands the daemon to drive one engine.
+
+An adapter is a plain object with a ``name`` and async phase methods. The daemon's
+prepare runner calls them in order, each at most once per prepare:
+
+    check → install → download → serve → load → (smoke test via chat) → ready
+    chat / unload later, for as long as the model is served
+
+Every phase is optional: the base class implements "nothing to do here", and the runner
+passes the state through with a "skipped" message. Adapters report long work through
+``ctx.progress(...)``; every report also feeds the stall timer, so a download that keeps
+moving never times out while one that stops does.
+
+Adapters raise :mod:`ltcai.errors` errors (``EngineUnavailable``, ``DownloadError``,
+``ServerStartError``, ``ChatError``) with a message a user can act on and a hint; any
+other exception is a bug and is reported as ``internal_error`` with the engine named.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import httpx
+
+    from ..compat import Resolution
+    from ..daemon.supervisor import EngineProcess, Supervisor
+
+__all__ = [
+    "ChatChunk",
+    "ChatRequest",
+    "ChatResult",
+    "DownloadResult",
+    "EngineAdapter",
+    "EngineCheck",
+    "EngineContext",
+    "InstallResult",
+    "LoadResult",
+    "ProgressFn",
+    "ServedModel",
+]
+
+
+class ProgressFn(Protocol):
+    def __call__(
+        self,
+        message: str,
+        *,
+        done: float | None = None,
+        total: float | None = None,
+        unit: str | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineCheck:
+    """Whether an engine can be used on this host, and if not, why and how to fix it."""
+
+    available: bool
+    version: str | None = None
+    reason: str | None = None  # why not available
+    install_hint: str | None = None  # how to install (command or URL)
+    installable: bool = False  # whether ltcai can install it itself
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "available": self.available,
+            "version": self.version,
+            "reason": self.reason,
+            "install_hint": self.install_hint,
+            "installable": self.installable,
+            "details": self.details,
+        }
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    installed: bool
+    message: str
+    version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"installed": self.installed, "message": self.message, "version": self.version}
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """Where the weights are. ``downloaded`` is False when they were already there."""
+
+    path: str | None
+    downloaded: bool
+    bytes: int | None = None
+    sha256: str | None = None
+    source: str | None = None  # "bundled", "hf_cache", "hf", "local", "registry", …
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "downloaded": self.downloaded,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "source": self.source,
+            "message": self.message,
+        }
+
+
+@dataclass
+class ServedModel:
+    """A model being served: where its OpenAI-compatible API answers, and by whom."""
+
+    engine: str
+    model: str  # the id to send in requests
+    base_url: str  # ``http://127.0.0.1:PORT/v1``
+    process: EngineProcess | None = None  # None when the server is not ours (Ollama, remote)
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Authorization; never logged
+    artifact_path: str | None = None
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    loaded: bool
+    message: str
+    current_id: str | None = None  # the id the engine itself gave the model (LM Studio)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: list[dict[str, Any]]
+    params: dict[str, Any]  # temperature, top_p, max_tokens, stop, seed…
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    content: str
+    finish_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    content: str
+    finish_reason: str | None
+    usage: dict[str, int] | None = None
+
+
+@dataclass
+class EngineContext:
+    """What the daemon lends an adapter for one phase: no globals, everything passed in."""
+
+    options: dict[str, Any]  # this engine's section of the user's settings
+    models_dir: Path
+    engines_dir: Path
+    logs_dir: Path
+    supervisor: Supervisor
+    http: httpx.AsyncClient
+    progress: ProgressFn
+    # Blocking work (hashing, copying) goes through this to stay off the event loop.
+    run_sync: Callable[..., Awaitable[Any]]
+    # The model's compat profile, once known (from DOWNLOADING on): serve may need its
+    # template (e.g. a chat format for a GGUF that carries none).
+    profile: Any | None = None
+
+
+class EngineAdapter:
+    """Base class: every phase has a "nothing to do" default. Override what the engine has.
+
+    ``name`` is the canonical engine name (``llamacpp``, ``ollama``…), ``description`` one
+    line for ``ltcai engines``.
+    """
+
+    name: str = ""
+    description: str = ""
+
+    async def check(self, ctx: EngineContext) -> EngineCheck:
+        """Is the engine usable here? Must be quick and side-effect free."""
+        return EngineCheck(available=True)
+
+    async def install(self, ctx: EngineContext, check: EngineCheck) -> InstallResult | None:
+        """Install the engine when ``check`` said it is missing. None: nothing to do."""
+        return None
+
+    async def download(self, ctx: EngineContext, resolution: Resolution) -> DownloadResult | None:
+        """Fetch the weights. Partial data never sits at the final path. None: nothing to do."""
+        return None
+
+    async def serve(
+        self, ctx: EngineContext, resolution: Resolution, download: DownloadResult | None
+    ) -> ServedModel:
+        """Start (or find) the server for this model and return once it answers."""
+        raise NotImplementedError(f"engine {self.name} cannot serve models")
+
+    async def load(self, ctx: EngineContext, served: ServedModel) -> LoadResult | None:
+        """Load / warm the model on the running server. None: loaded when served."""
+        return None
+
+    async def unload(self, ctx: EngineContext, served: ServedModel) -> None:
+        """Free the model. The default stops the server process if ltcai started it."""
+        if served.process is not None:
+            await served.process.stop()
+
+    def chat_stream(self, served: ServedModel, request: ChatRequest) -> AsyncIterator[ChatChunk] | None:
+        """An engine-specific chat route. None (default): the OpenAI-compatible client is used."""
+        return None

@@ -1,0 +1,259 @@
+"""The llama.cpp engine: llama-cpp-python's OpenAI-compatible server, one process per model.
+
+- check: ``llama_cpp`` (with its server extra) in the engine's Python — the daemon's own
+  environment, a managed venv under ``engines/llamacpp``, or ``[engines.llamacpp] python``;
+- install: ``pip install "llama-cpp-python[server]"`` into the managed venv;
+- download: the bundled model, a local ``.gguf`` path, or a GGUF from the Hugging Face hub;
+- serve: ``python -m llama_cpp.server`` on a free loopback port, ready when ``/v1/models``
+  answers; the model loads at start, so there is no separate load step.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import structlog
+
+from ..errors import DownloadError, EngineUnavailable, ServerStartError
+from ..plugins import hookimpl
+from . import gguf_files, hf_download
+from .base import (
+    DownloadResult,
+    EngineAdapter,
+    EngineCheck,
+    EngineContext,
+    InstallResult,
+    ServedModel,
+)
+from .bundled import BUNDLED_MODELS, locate_bundled
+
+__all__ = ["LlamaCppEngine"]
+
+log = structlog.get_logger(__name__)
+
+_PACKAGE = "llama-cpp-python[server]"
+_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic_settings", "starlette_context")
+# Templates the family profile names, mapped to llama-cpp-python's --chat_format, for
+# GGUFs that carry no chat template of their own (Gemma 3 base).
+_CHAT_FORMATS = {"gemma": "gemma", "chatml": "chatml", "llama": "llama-3", "mistral": "mistral-instruct"}
+_READY_POLL_S = 0.05
+_PORT_RETRIES = 3
+
+_CHECK_SCRIPT = (
+    "import importlib.metadata as m, importlib.util as u, sys\n"
+    f"missing = [n for n in {_SERVER_MODULES!r} if u.find_spec(n) is None]\n"
+    "print(m.version('llama_cpp_python') if u.find_spec('llama_cpp') else '', ','.join(missing))\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LlamaCppEngine(EngineAdapter):
+    name = "llamacpp"
+    description = "llama.cpp via llama-cpp-python's OpenAI-compatible server (CPU, CUDA, Metal)"
+
+    def __init__(self) -> None:
+        self._verified: set[tuple] = set()  # files already hashed, see gguf_files.verify_file
+
+    def _managed_python(self, ctx: EngineContext) -> Path:
+        return ctx.engines_dir / self.name / "bin" / "python"
+
+    def _python(self, ctx: EngineContext) -> str:
+        configured = ctx.options.get("python")
+        if configured:
+            return str(configured)
+        managed = self._managed_python(ctx)
+        if managed.exists():
+            return str(managed)
+        return sys.executable
+
+    async def check(self, ctx: EngineContext) -> EngineCheck:
+        python = self._python(ctx)
+        try:
+            result = await anyio.run_process([python, "-c", _CHECK_SCRIPT], check=False)
+        except OSError as exc:
+            return EngineCheck(
+                available=False,
+                reason=f"the engine's Python {python} cannot run: {exc}",
+                install_hint="set [engines.llamacpp] python in the config to a working interpreter",
+            )
+        version, _, missing = result.stdout.decode().strip().partition(" ")
+        hint = f'pip install "{_PACKAGE}"  (or let `ltcai prepare` install it into a managed venv)'
+        if not version:
+            return EngineCheck(
+                available=False,
+                reason=f"llama-cpp-python is not installed for {python}",
+                install_hint=hint,
+                installable=True,
+            )
+        if missing:
+            return EngineCheck(
+                available=False,
+                version=version,
+                reason=f"llama-cpp-python {version} lacks its server extra (missing: {missing})",
+                install_hint=hint,
+                installable=True,
+            )
+        return EngineCheck(available=True, version=version, details={"python": python})
+
+    async def install(self, ctx: EngineContext, check: EngineCheck) -> InstallResult | None:
+        if check.available:
+            return None
+        venv = ctx.engines_dir / self.name
+        python = self._managed_python(ctx)
+        if not python.exists():
+            ctx.progress(f"creating a virtual environment in {venv}")
+            await _run_logged(ctx, [sys.executable, "-m", "venv", str(venv)], "creating the venv")
+        ctx.progress(f"pip install {_PACKAGE} (a source build takes ~10 minutes on 2 cores)")
+        await _run_logged(
+            ctx, [str(python), "-m", "pip", "install", "--progress-bar", "off", _PACKAGE], "pip install"
+        )
+        after = await self.check(ctx)
+        if not after.available:
+            raise EngineUnavailable(f"installed {_PACKAGE} but the check still fails: {after.reason}")
+        return InstallResult(installed=True, message=f"installed llama-cpp-python {after.version}", version=after.version)
+
+    async def download(self, ctx: EngineContext, resolution: Any) -> DownloadResult | None:
+        model = resolution.resolved_model
+        bundled = BUNDLED_MODELS.get(model)
+        if bundled is not None:
+            located = locate_bundled(bundled)
+            ctx.progress(f"verifying the bundled model {located.path.name}", done=0, total=located.size, unit="B")
+            await gguf_files.verify_file(
+                ctx, located.path, size=located.size, sha256=located.sha256, memo=self._verified
+            )
+            return DownloadResult(
+                path=str(located.path),
+                downloaded=False,
+                bytes=located.size,
+                sha256=located.sha256,
+                source="bundled",
+                message=f"bundled with the {bundled.distribution} package",
+            )
+        local = Path(model).expanduser()
+        if local.is_absolute():
+            if not local.is_file():
+                raise DownloadError(f"no model file at {local}", hint="check the path", code="model_not_found")
+            await gguf_files.check_magic(ctx, local)
+            return DownloadResult(
+                path=str(local), downloaded=False, bytes=local.stat().st_size, source="local", message="local file"
+            )
+        return await hf_download.download_gguf(ctx, model)
+
+    async def serve(self, ctx: EngineContext, resolution: Any, download: DownloadResult | None) -> ServedModel:
+        if download is None or download.path is None:
+            raise ServerStartError("llama.cpp needs a model file and none was downloaded")
+        last_error: ServerStartError | None = None
+        for _attempt in range(_PORT_RETRIES):
+            try:
+                return await self._start_server(ctx, resolution, download.path)
+            except _PortTaken as exc:
+                last_error = ServerStartError(str(exc))
+                ctx.progress("port taken by another program; trying another")
+        assert last_error is not None
+        raise last_error
+
+    def _argv(self, ctx: EngineContext, model_path: str, model_id: str, port: int) -> list[str]:
+        options = ctx.options
+        argv = [
+            self._python(ctx), "-m", "llama_cpp.server",
+            "--model", model_path,
+            "--model_alias", model_id,
+            "--host", "127.0.0.1",
+            "--port", str(port),
+            "--n_ctx", str(options.get("n_ctx", 4096)),
+        ]  # fmt: skip
+        if options.get("n_threads"):
+            argv += ["--n_threads", str(options["n_threads"])]
+        if options.get("n_gpu_layers") is not None:
+            argv += ["--n_gpu_layers", str(options["n_gpu_layers"])]
+        profile = ctx.profile
+        if profile is not None and not profile.chat_template:
+            chat_format = _CHAT_FORMATS.get(profile.template)
+            if chat_format:
+                argv += ["--chat_format", chat_format]
+        return argv
+
+    async def _start_server(self, ctx: EngineContext, resolution: Any, model_path: str) -> ServedModel:
+        port = _free_port()
+        model_id = resolution.resolved_model
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        process = await ctx.supervisor.spawn(self.name, self._argv(ctx, model_path, model_id, port), env=env)
+        base_url = f"http://127.0.0.1:{port}/v1"
+        ctx.progress(f"llama.cpp server starting (pid {process.pid}, port {port})")
+        ready = False
+
+        async def poll_ready(cancel: anyio.CancelScope) -> None:
+            nonlocal ready
+            while True:
+                try:
+                    response = await ctx.http.get(base_url + "/models", timeout=2.0)
+                    if response.status_code == 200:
+                        ready = True
+                        cancel.cancel()
+                        return
+                except httpx.HTTPError:
+                    pass
+                await anyio.sleep(_READY_POLL_S)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(poll_ready, tg.cancel_scope)
+                await process.exited.wait()  # returns first only if the server died
+                tg.cancel_scope.cancel()
+        except BaseException:
+            await process.stop()
+            raise
+        if not ready:
+            tail = process.last_lines(15)
+            if any("address already in use" in line.lower() for line in tail):
+                raise _PortTaken(f"port {port} was taken")
+            raise ServerStartError(
+                f"the llama.cpp server exited with code {process.returncode} before it was ready",
+                hint="its last output:\n" + "\n".join(tail),
+            )
+        return ServedModel(
+            engine=self.name, model=model_id, base_url=base_url, process=process, artifact_path=model_path
+        )
+
+
+class _PortTaken(Exception):
+    pass
+
+
+async def _run_logged(ctx: EngineContext, argv: list[str], what: str) -> None:
+    """Run a setup command, streaming its output as progress; fail with its tail."""
+    tail: list[str] = []
+    async with await anyio.open_process(argv, stdout=-1, stderr=-2) as proc:  # stderr -> stdout
+        assert proc.stdout is not None
+        buffer = b""
+        async for data in proc.stdout:
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace").rstrip()
+                if line:
+                    tail = (tail + [line])[-20:]
+                    ctx.progress(line[:200])
+        code = await proc.wait()
+    if code != 0:
+        raise EngineUnavailable(
+            f"{what} failed (exit {code})",
+            hint="last output:\n" + "\n".join(tail),
+            code="engine_install_failed",
+        )
+
+
+@hookimpl
+def ltcai_register_engines(register: Any) -> None:
+    register(LlamaCppEngine())

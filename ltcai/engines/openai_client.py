@@ -1,0 +1,90 @@
+"""The OpenAI-compatible client every engine server is spoken to through.
+
+llama.cpp's, MLX's, vLLM's, LM Studio's and Ollama's servers all answer
+``POST /v1/chat/completions``; one client for all of them keeps request shaping and
+error mapping in one place. Chunks are yielded as they arrive (no coalescing).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from ..errors import ChatError
+from .base import ChatChunk, ChatRequest, ServedModel
+
+__all__ = ["chat_completion", "stream_chat_completion"]
+
+
+def _payload(served: ServedModel, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = {"model": served.model, "messages": request.messages, "stream": stream}
+    payload.update({k: v for k, v in request.params.items() if v is not None})
+    if not payload.get("stop"):
+        payload.pop("stop", None)
+    return payload
+
+
+def _engine_error(served: ServedModel, exc: Exception) -> ChatError:
+    if isinstance(exc, httpx.HTTPStatusError):
+        body = exc.response.text[:300]
+        return ChatError(
+            f"{served.engine} answered HTTP {exc.response.status_code}: {body}",
+            hint="see the engine log with `ltcai logs --engine " + served.engine + "`",
+        )
+    return ChatError(
+        f"{served.engine} server at {served.base_url} is not answering ({type(exc).__name__}: {exc})",
+        hint="the engine may have stopped; run `ltcai prepare` for the model again",
+        code="engine_unreachable",
+    )
+
+
+async def chat_completion(
+    http: httpx.AsyncClient, served: ServedModel, request: ChatRequest, *, timeout: float | None = None
+) -> dict[str, Any]:
+    """One non-streaming completion; returns the engine's JSON answer."""
+    try:
+        response = await http.post(
+            served.base_url + "/chat/completions",
+            json=_payload(served, request, stream=False),
+            headers=served.headers,
+            timeout=timeout,
+        )
+        response.raise_for_status()
+        return response.json()
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        raise _engine_error(served, exc) from exc
+
+
+async def stream_chat_completion(
+    http: httpx.AsyncClient, served: ServedModel, request: ChatRequest, *, timeout: float | None = None
+) -> AsyncIterator[ChatChunk]:
+    """Stream content deltas as the engine sends them (Server-Sent Events)."""
+    try:
+        async with http.stream(
+            "POST",
+            served.base_url + "/chat/completions",
+            json=_payload(served, request, stream=True),
+            headers=served.headers,
+            timeout=timeout,
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                response.raise_for_status()
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                event = json.loads(data)
+                for choice in event.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content") or ""
+                    finish = choice.get("finish_reason")
+                    if content or finish:
+                        yield ChatChunk(content=content, finish_reason=finish)
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        raise _engine_error(served, exc) from exc
