@@ -32,6 +32,8 @@ class Settings:
     max_body_bytes: int = 1 << 20
     # ``host:port`` to also serve the API on loopback TCP (behind a bearer token).
     http: str | None = None
+    # Folders (besides ltcai's models dir and the HF cache) that local model paths may be in.
+    model_dirs: tuple[str, ...] = ()
     # Plugins blocked by name (also LTCAI_DISABLE_PLUGINS, comma separated).
     disable_plugins: tuple[str, ...] = ()
     # {short name: {engine: real id}}: the user's own aliases, merged over the built-ins.
@@ -90,7 +92,7 @@ def load_settings(env: dict[str, str] | None = None, *, paths: Paths | None = No
                 hint="known settings: " + ", ".join(sorted(known)),
                 code="invalid_config",
             )
-        if key == "disable_plugins":
+        if key in ("disable_plugins", "model_dirs"):
             value = tuple(value)
         updates[key] = value
 

@@ -73,14 +73,22 @@ class ControlServer:
         )
         self._server = _Server(config)
         self._sockets = sockets
+        self.finished = anyio.Event()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        serve = self._server.serve(sockets=self._sockets)
+        """Serve until ``request_stop`` drained the open requests; ``finished`` is set then."""
+
+        async def serve() -> None:
+            try:
+                await self._server.serve(sockets=self._sockets)
+            finally:
+                self.finished.set()
+
         async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: serve)
-            while not self._server.started:
-                # uvicorn offers no started event; it binds nothing (sockets are ours),
-                # so this settles within a loop iteration or two.
+            tg.start_soon(serve)
+            # uvicorn has no "started" event to await; the sockets are already bound, so
+            # this settles within a few loop iterations.
+            while not self._server.started and not self.finished.is_set():
                 await anyio.sleep(0.001)
             task_status.started()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import DownloadError
 
-__all__ = ["BUILTIN_ALIASES", "BUNDLED_MODELS", "BundledModel", "DEFAULT_MODEL_ALIAS", "LocatedFile", "locate_bundled"]
+__all__ = ["BUNDLED_MODELS", "BundledModel", "DEFAULT_MODEL_ALIAS", "LocatedFile", "locate_bundled"]
 
 
 @dataclass(frozen=True)
@@ -37,11 +37,8 @@ BUNDLED_MODELS: dict[str, BundledModel] = {
     ),
 }
 
-# The short names users type, as an alias table (SPEC.md §5 shape).
+# What users type for it (an alias in ltcai.compat.BUILTIN_ALIASES).
 DEFAULT_MODEL_ALIAS = "smollm2"
-BUILTIN_ALIASES: dict[str, dict[str, str]] = {
-    "smollm2": {"llamacpp": "smollm2-135m-instruct-q4_1"},
-}
 
 
 @dataclass(frozen=True)

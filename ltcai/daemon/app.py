@@ -1,0 +1,143 @@
+"""``ltcai serve``: the daemon's root task group, readiness, signals and shutdown.
+
+One ``anyio.run``, one root task group: supervisor, model registry, job manager,
+control server, signal task, watchdog. Start-up order is what readiness promises:
+state restored and socket bound *before* ``READY=1``. Shutdown order is what users
+expect: stop accepting, let open streams finish within the grace period, stop every
+engine (SIGTERM to its process group, then SIGKILL), remove the socket, exit 0.
+A second SIGINT/SIGTERM skips the grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+import anyio
+import httpx
+import structlog
+
+from .. import __version__
+from ..config.settings import Settings, load_settings
+from ..errors import LtcaiError
+from ..plugins import build_plugin_host
+from . import sdnotify
+from .api import build_app
+from .control_socket import bind_control_socket, remove_socket, socket_identity
+from .http_server import ControlServer
+from .jobs import JobManager
+from .logs import configure_logging
+from .models import ModelRegistry
+from .profile_book import ProfileBook
+from .services import Services
+from .store import StateStore, ensure_private_dir
+from .supervisor import Supervisor
+
+__all__ = ["run_daemon", "serve"]
+
+log = structlog.get_logger(__name__)
+
+
+def _extra_plugin_modules() -> list[str]:
+    # For development and tests: plugin modules to load without an entry point.
+    raw = os.environ.get("LTCAI_PLUGINS", "")
+    return [m.strip() for m in raw.split(",") if m.strip()]
+
+
+async def _handle_signals(services: Services, server: ControlServer, scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        stopping = False
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                _reload(services)
+                continue
+            if stopping:
+                log.warning("second stop signal: stopping now")
+                scope.cancel()
+                return
+            stopping = True
+            log.info("stopping", signal=signal.Signals(signum).name, grace_s=services.settings.shutdown_grace_s)
+            sdnotify.notify("STOPPING=1")
+            server.request_stop()
+
+
+def _reload(services: Services) -> None:
+    try:
+        fresh = load_settings(paths=services.settings.paths)
+    except LtcaiError as exc:
+        log.error("config reload failed; keeping the old settings", error=exc.message)
+        return
+    services.settings = replace(fresh, paths=services.settings.paths)
+    services.profiles.reload_user_table(fresh.profiles)
+    configure_logging(fresh.log_level)
+    log.info("config reloaded")
+
+
+async def _watchdog(interval_s: float) -> None:
+    while True:
+        sdnotify.notify("WATCHDOG=1")
+        await anyio.sleep(interval_s)
+
+
+async def run_daemon(settings: Settings) -> None:
+    paths = settings.paths
+    ensure_private_dir(paths.data_dir)
+    store = StateStore(paths.state_dir)
+    await anyio.to_thread.run_sync(store.prepare)
+    plugins = build_plugin_host(disabled=settings.disable_plugins, extra_modules=_extra_plugin_modules())
+    supervisor = Supervisor(store, paths.logs_dir)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0)) as http:
+        services = Services(
+            settings=settings,
+            store=store,
+            plugins=plugins,
+            supervisor=supervisor,
+            http=http,
+            profiles=ProfileBook(store, plugins, settings.profiles),
+            models=ModelRegistry(),
+            jobs=JobManager(store),
+        )
+        await services.profiles.restore()
+        await services.jobs.restore()
+        sock = bind_control_socket(paths.socket_path)
+        identity = socket_identity(paths.socket_path)
+        server = ControlServer(build_app(services), [sock], grace_s=settings.shutdown_grace_s)
+        try:
+            async with anyio.create_task_group() as root:
+                await root.start(supervisor.run)
+                await root.start(services.models.run)
+                await root.start(services.jobs.run)
+                await root.start(server.run)
+                root.start_soon(_handle_signals, services, server, root.cancel_scope)
+                interval = sdnotify.watchdog_interval_s()
+                if interval:
+                    root.start_soon(_watchdog, interval)
+                sdnotify.notify(f"READY=1\nSTATUS=listening on {paths.socket_path}\nMAINPID={os.getpid()}")
+                log.info("ready", socket=str(paths.socket_path), version=__version__, pid=os.getpid())
+                # The server returns once a stop signal drained it; then everything else stops.
+                await _wait_for_server_exit(server)
+                root.cancel_scope.cancel()
+        finally:
+            remove_socket(paths.socket_path, identity)
+            sock.close()
+    log.info("stopped")
+
+
+async def _wait_for_server_exit(server: ControlServer) -> None:
+    await server.finished.wait()
+
+
+def serve(socket_path: Path | None = None) -> int:
+    """Run the daemon in the foreground until a stop signal; the exit status."""
+    settings = load_settings()
+    if socket_path is not None:
+        settings = replace(settings, paths=replace(settings.paths, socket_path=socket_path))
+    configure_logging(settings.log_level)
+    try:
+        anyio.run(run_daemon, settings)
+    except LtcaiError as exc:
+        log.error(exc.message, code=exc.code, hint=exc.hint)
+        return 1
+    return 0

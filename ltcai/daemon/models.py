@@ -1,0 +1,101 @@
+"""What is loaded where: the served models the chat path talks to.
+
+A model whose engine process exits is marked not ready at once (the supervisor's exit
+event is awaited, not polled), so the next chat gets a clear error and the next prepare
+starts a fresh server.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+
+from ..compat import Profile, Resolution
+from ..engines.base import ServedModel
+
+__all__ = ["LoadedModel", "ModelRegistry"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    resolution: Resolution
+    served: ServedModel
+    profile: Profile
+    status: str  # "ready", "degraded", "stopped"
+    job_id: str
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.resolution.engine, self.resolution.resolved_model)
+
+    @property
+    def ready(self) -> bool:
+        return self.status in ("ready", "degraded")
+
+    def to_dict(self) -> dict[str, Any]:
+        process = self.served.process
+        return {
+            "engine": self.resolution.engine,
+            "model": self.resolution.resolved_model,
+            "input_id": self.resolution.input_id,
+            "current": self.resolution.expected_current,
+            "status": self.status,
+            "base_url": self.served.base_url,
+            "pid": process.pid if process else None,
+            "job_id": self.job_id,
+            "loaded_at": self.loaded_at,
+            "quality_status": self.profile.quality_status,
+        }
+
+
+class ModelRegistry:
+    def __init__(self) -> None:
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def get(self, engine: str, model: str) -> LoadedModel | None:
+        return self._models.get((engine, model))
+
+    def all(self) -> list[LoadedModel]:
+        return list(self._models.values())
+
+    def add(self, loaded: LoadedModel) -> None:
+        previous = self._models.get(loaded.key)
+        self._models[loaded.key] = loaded
+        if previous is not None and previous.served.process is not loaded.served.process and self._tg:
+            self._tg.start_soon(_stop, previous)
+        if loaded.served.process is not None and self._tg is not None:
+            self._tg.start_soon(self._watch, loaded)
+
+    async def _watch(self, loaded: LoadedModel) -> None:
+        assert loaded.served.process is not None
+        await loaded.served.process.exited.wait()
+        if self._models.get(loaded.key) is loaded and loaded.status != "stopped":
+            loaded.status = "stopped"
+            log.warning(
+                "engine stopped; model no longer ready",
+                engine=loaded.resolution.engine,
+                model=loaded.resolution.resolved_model,
+                returncode=loaded.served.process.returncode,
+            )
+
+    def remove(self, engine: str, model: str) -> LoadedModel | None:
+        return self._models.pop((engine, model), None)
+
+
+async def _stop(loaded: LoadedModel) -> None:
+    if loaded.served.process is not None:
+        await loaded.served.process.stop()

@@ -1,0 +1,251 @@
+"""The async runner of a prepare job: does the I/O the pure state machine asks for.
+
+Each step runs in its own cancel scope whose deadline is the stall timeout, pushed
+forward by every progress report: a step that keeps moving never times out, one that
+stops moving fails with ``stalled``. Cancelling a job cancels the running step's
+scope; whatever the job started (an engine server) is stopped before it ends, so a
+cancelled or failed job leaves nothing half-done.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from ..compat import SMOKE_PROMPT, Profile
+from ..engines.base import DownloadResult, EngineCheck, EngineContext, ServedModel
+from ..engines.gguf_metadata import read_gguf_metadata
+from ..errors import EngineUnavailable, LtcaiError
+from . import chat
+from .jobs import Job
+from .models import LoadedModel
+from .prepare_machine import (
+    Cancel,
+    Event,
+    Finish,
+    PrepareState,
+    RunStep,
+    SmokeDone,
+    StepDone,
+    StepFailed,
+)
+from .services import Services
+
+__all__ = ["run_prepare"]
+
+log = structlog.get_logger(__name__)
+
+S = PrepareState
+_SMOKE_MAX_TOKENS = 64
+
+
+@dataclass
+class _Work:
+    """What the steps of one job hand each other."""
+
+    services: Services
+    job: Job
+    ctx: EngineContext
+    check: EngineCheck | None = None
+    download: DownloadResult | None = None
+    profile: Profile | None = None
+    served: ServedModel | None = None
+    started_process: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def run_prepare(services: Services, job: Job) -> None:
+    resolution = job.resolution
+    assert resolution is not None
+    stall_s = services.settings.stall_timeout_s
+    work: _Work | None = None
+
+    def progress(message: str, *, done: float | None = None, total: float | None = None, unit: str | None = None) -> None:
+        if job.step_scope is not None:
+            job.step_scope.deadline = anyio.current_time() + stall_s
+        job.publish_progress(message, done, total, unit)
+
+    ctx = services.engine_context(resolution.engine, progress)
+    work = _Work(services, job, ctx)
+    action = job.machine.start()
+    try:
+        while isinstance(action, RunStep):
+            job.publish_transition(action.transition)
+            log.info("prepare state", state=action.state.value, message=action.transition.message)
+            await services.jobs.persist(job)
+            event = await _run_step(work, action.state, stall_s)
+            action = job.machine.handle(event)
+    finally:
+        if not isinstance(action, Finish):  # the daemon is stopping under us
+            with anyio.CancelScope(shield=True):
+                await _cleanup(work)
+    if action.transition is not None:
+        job.publish_transition(action.transition)
+        log.info("prepare finished", state=action.state.value, message=action.transition.message)
+    if not action.state.ready_to_chat:
+        with anyio.CancelScope(shield=True):
+            await _cleanup(work)
+    job.finish()
+
+
+async def _run_step(work: _Work, state: PrepareState, stall_s: float) -> Event:
+    job = work.job
+    if job.cancel_requested:
+        return Cancel()
+    with anyio.CancelScope(deadline=anyio.current_time() + stall_s) as scope:
+        job.step_scope = scope
+        try:
+            return await _STEPS[state](work)
+        except LtcaiError as exc:
+            return StepFailed.from_error(state, exc)
+        except Exception as exc:  # a bug in an adapter: reported, never a traceback to the user
+            log.exception("step crashed", state=state.value)
+            return StepFailed(
+                state,
+                "internal_error",
+                f"{job.machine.engine} failed unexpectedly in {state.value}: {type(exc).__name__}: {exc}",
+                hint="this is a bug; the daemon log has the traceback",
+            )
+        finally:
+            job.step_scope = None
+    if job.cancel_requested:
+        return Cancel()
+    return StepFailed(
+        state,
+        "stalled",
+        f"{state.value} made no progress for {stall_s:g} s",
+        hint="raise stall_timeout_s in the config if this step is legitimately slow",
+    )
+
+
+async def _resolving(work: _Work) -> Event:
+    resolution = work.job.resolution
+    assert resolution is not None
+    message = f"{resolution.input_id} → {resolution.resolved_model} on {resolution.engine}"
+    return StepDone(S.RESOLVING, message, extra={"resolution": resolution.to_dict()})
+
+
+async def _engine_check(work: _Work) -> Event:
+    adapter = work.services.engine(work.job.machine.engine)
+    check = await adapter.check(work.ctx)
+    work.check = check
+    if check.available:
+        version = f" {check.version}" if check.version else ""
+        return StepDone(S.ENGINE_CHECK, f"{adapter.name}{version} is available")
+    if not check.installable:
+        raise EngineUnavailable(
+            f"{adapter.name} is not available: {check.reason}", hint=check.install_hint
+        )
+    return StepDone(S.ENGINE_CHECK, f"{adapter.name} is not installed ({check.reason}); installing it")
+
+
+async def _engine_install(work: _Work) -> Event:
+    adapter = work.services.engine(work.job.machine.engine)
+    assert work.check is not None
+    result = await adapter.install(work.ctx, work.check)
+    if result is None:
+        return StepDone(S.ENGINE_INSTALL, "nothing to install", skipped=True)
+    return StepDone(S.ENGINE_INSTALL, result.message, extra={"install_result": result.to_dict()})
+
+
+async def _downloading(work: _Work) -> Event:
+    adapter = work.services.engine(work.job.machine.engine)
+    resolution = work.job.resolution
+    assert resolution is not None
+    result = await adapter.download(work.ctx, resolution)
+    work.download = result
+    metadata = None
+    if result is not None and result.path and Path(result.path).suffix == ".gguf":
+        metadata = await anyio.to_thread.run_sync(read_gguf_metadata, result.path)
+    work.profile = work.services.profiles.build(resolution.resolved_model, resolution.engine, metadata)
+    work.ctx.profile = work.profile
+    if result is None:
+        return StepDone(S.DOWNLOADING, "nothing to download", skipped=True)
+    extra = {"download_result": result.to_dict(), "downloaded": True}
+    if not result.downloaded:
+        return StepDone(S.DOWNLOADING, f"already present: {result.message or result.path}", skipped=True, extra=extra)
+    return StepDone(S.DOWNLOADING, f"downloaded {result.path}", extra=extra)
+
+
+async def _server_starting(work: _Work) -> Event:
+    services = work.services
+    adapter = services.engine(work.job.machine.engine)
+    resolution = work.job.resolution
+    assert resolution is not None
+    # A model still served from an earlier prepare is replaced: its server may be stale.
+    previous = services.models.remove(resolution.engine, resolution.resolved_model)
+    if previous is not None and previous.served.process is not None:
+        await previous.served.process.stop()
+    served = await adapter.serve(work.ctx, resolution, work.download)
+    work.served = served
+    work.started_process = served.process is not None
+    where = f"pid {served.process.pid}, " if served.process else ""
+    return StepDone(S.SERVER_STARTING, f"server answering ({where}{served.base_url})")
+
+
+async def _model_serving(work: _Work) -> Event:
+    assert work.served is not None
+    served_ids = await chat.list_served_models(work.services.http, work.served)
+    message = f"serving {work.served.model}" + (f" (engine lists: {', '.join(served_ids[:3])})" if served_ids else "")
+    return StepDone(S.MODEL_SERVING, message)
+
+
+async def _model_loading(work: _Work) -> Event:
+    adapter = work.services.engine(work.job.machine.engine)
+    assert work.served is not None and work.job.resolution is not None
+    result = await adapter.load(work.ctx, work.served)
+    if result is not None and result.current_id:
+        work.job.resolution = work.job.resolution.with_loaded_id(result.current_id)
+    current = work.job.resolution.expected_current
+    if result is None:
+        return StepDone(S.MODEL_LOADING, "loaded when the server started", skipped=True, extra={"loaded": True, "current": current})
+    return StepDone(S.MODEL_LOADING, result.message, extra={"loaded": result.loaded, "current": current})
+
+
+async def _smoke_test(work: _Work) -> Event:
+    services = work.services
+    assert work.served is not None and work.profile is not None and work.job.resolution is not None
+    started = time.perf_counter()
+    outcome = await chat.smoke_test(services, work.served, work.profile, max_tokens=_SMOKE_MAX_TOKENS)
+    seconds = time.perf_counter() - started
+    profile = await services.profiles.put(outcome.profile)
+    if outcome.verdict.usable:
+        services.models.add(
+            LoadedModel(
+                resolution=work.job.resolution,
+                served=work.served,
+                profile=profile,
+                status="ready" if outcome.verdict.status == "ok" else "degraded",
+                job_id=work.job.id,
+            )
+        )
+    return SmokeDone(outcome.verdict.status, outcome.verdict.reason, outcome.answer, SMOKE_PROMPT, seconds)
+
+
+async def _cleanup(work: _Work | None) -> None:
+    """Stop a server this job started and did not hand over as a ready model."""
+    if work is None or work.served is None or not work.started_process:
+        return
+    resolution = work.job.resolution
+    loaded = work.services.models.get(resolution.engine, resolution.resolved_model) if resolution else None
+    if loaded is not None and loaded.served is work.served:
+        return
+    assert work.served.process is not None
+    await work.served.process.stop()
+
+
+_STEPS = {
+    S.RESOLVING: _resolving,
+    S.ENGINE_CHECK: _engine_check,
+    S.ENGINE_INSTALL: _engine_install,
+    S.DOWNLOADING: _downloading,
+    S.SERVER_STARTING: _server_starting,
+    S.MODEL_SERVING: _model_serving,
+    S.MODEL_LOADING: _model_loading,
+    S.SMOKE_TEST: _smoke_test,
+}

@@ -1,0 +1,35 @@
+"""Resolution with the user's inputs: built-in and user aliases, plugins, allowed roots.
+
+Shared by the daemon and ``ltcai inspect`` so both resolve an id the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import constants as hf_constants
+
+from ..compat import BUILTIN_ALIASES, Resolution, resolve
+from ..config.settings import Settings
+from ..plugins import PluginHost
+
+__all__ = ["allowed_model_roots", "resolve_with_settings"]
+
+
+def allowed_model_roots(settings: Settings) -> list[Path]:
+    """Folders a model id may point into: ours, the HF cache, and the user's model_dirs."""
+    return [settings.paths.models_dir, Path(hf_constants.HF_HUB_CACHE), *map(Path, settings.model_dirs)]
+
+
+def resolve_with_settings(settings: Settings, plugins: PluginHost | None, model: str, engine: str | None) -> Resolution:
+    hook = None
+    if plugins is not None:
+        hook = lambda model_id, chosen: plugins.resolve_model(model_id=model_id, engine=chosen)  # noqa: E731
+    return resolve(
+        model,
+        engine,
+        aliases={**BUILTIN_ALIASES, **settings.aliases},
+        alias_hook=hook,
+        platform_default=settings.default_engine,
+        allowed_roots=allowed_model_roots(settings),
+    )

@@ -1,0 +1,62 @@
+"""Everything the daemon's parts share, built once at start and passed down (no globals)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import httpx
+
+from ..config.settings import Settings
+from ..engines.base import EngineAdapter, EngineContext, ProgressFn
+from ..errors import UnknownEngine
+from ..plugins import PluginHost
+from .jobs import JobManager
+from .models import ModelRegistry
+from .profile_book import ProfileBook
+from .store import StateStore
+from .supervisor import Supervisor
+
+__all__ = ["Services"]
+
+
+def _no_progress(message: str, **_: Any) -> None:
+    return None
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: StateStore
+    plugins: PluginHost
+    supervisor: Supervisor
+    http: httpx.AsyncClient
+    profiles: ProfileBook
+    models: ModelRegistry
+    jobs: JobManager
+    started_at: float = field(default_factory=time.time)
+
+    def engine(self, name: str) -> EngineAdapter:
+        engines = self.plugins.engines()
+        adapter = engines.get(name)
+        if adapter is None:
+            raise UnknownEngine(
+                f"no engine named {name!r} is registered",
+                hint="registered engines: " + (", ".join(sorted(engines)) or "none") + " (see `ltcai engines`)",
+            )
+        return adapter
+
+    def engine_context(self, engine: str, progress: ProgressFn = _no_progress) -> EngineContext:
+        paths = self.settings.paths
+        return EngineContext(
+            options=dict(self.settings.engines.get(engine, {})),
+            models_dir=paths.models_dir,
+            engines_dir=paths.engines_dir,
+            logs_dir=paths.logs_dir,
+            supervisor=self.supervisor,
+            http=self.http,
+            progress=progress,
+            run_sync=anyio.to_thread.run_sync,
+        )
