@@ -169,7 +169,7 @@ def _profiles(args: argparse.Namespace, ui: Renderer) -> int:
         ui.emit_json(profiles)
         return 0
     rows = [
-        [f"{p['engine']}:{p['model_id']}" if p.get("engine") else p["model_id"], p["family"], p["template"], p["quality_status"], p.get("validated_at") or ""]
+        [p["key"], p["family"], p["template"], p["quality_status"], p.get("validated_at") or ""]
         for p in profiles
     ]
     ui.table(["KEY", "FAMILY", "TEMPLATE", "QUALITY", "VALIDATED"], rows, empty="no profiles yet; they are made by `ltcai prepare`")

@@ -14,6 +14,7 @@ from ..compat import ModelMetadata
 from ..config.settings import Settings
 from ..engines.bundled import BUNDLED_MODELS, locate_bundled
 from ..engines.gguf_metadata import read_gguf_metadata
+from ..daemon.api import profile_view
 from ..daemon.profile_book import layered_profile
 from ..daemon.resolving import resolve_with_settings
 from ..errors import LtcaiError
@@ -44,6 +45,6 @@ def inspect_model(settings: Settings, model: str, engine: str | None) -> dict[st
     return {
         "resolution": resolution.to_dict(),
         "file": str(file) if file else None,
-        "profile": profile.to_dict(),
+        "profile": profile_view(profile),
         "explain": [{"field": e[0], "value": e[1], "layer": e[2]} for e in profile.explain()],
     }

@@ -16,7 +16,7 @@ import platform
 import posixpath
 import re
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Collection, Callable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -225,12 +225,14 @@ def default_engine(system: str | None = None, machine: str | None = None) -> str
     return "llamacpp"
 
 
-def _engine_from_hint(name: object, *, what: str) -> str:
+def _engine_from_hint(name: object, *, what: str, extra_engines: Collection[str] = ()) -> str:
     engine = normalize_engine(name) if isinstance(name, str) else None
+    if engine is None and isinstance(name, str) and name.strip().lower() in extra_engines:
+        engine = name.strip().lower()  # an engine a third-party plugin registered
     if engine is None:
         raise UnknownEngine(
             f"unknown {what} {_preview(str(name))}",
-            hint="Known engines: " + ", ".join(KNOWN_PROVIDERS)
+            hint="Known engines: " + ", ".join([*KNOWN_PROVIDERS, *sorted(extra_engines)])
             + " (aliases such as 'llama.cpp', 'local_mlx', 'lm-studio' work too).",
         )
     return engine
@@ -330,6 +332,7 @@ def resolve(
     alias_hook: AliasHook | None = None,
     platform_default: str | None = None,
     allowed_roots: Sequence[Path | str] = (),
+    extra_engines: Collection[str] = (),
 ) -> Resolution:
     """Resolve what a user typed into a :class:`Resolution` (SPEC §5, in this order).
 
@@ -341,12 +344,15 @@ def resolve(
     4. the alias table (``None`` means :data:`BUILTIN_ALIASES`, ``{}`` means none);
     5. ``alias_hook`` (plugins); ``engine:model`` with a known prefix switches engine.
 
+    ``extra_engines`` names engines registered by third-party plugins (lower case): they
+    are accepted as ``engine`` but, unlike the built-ins, not as an id prefix.
+
     ``allowed_roots`` guards what the caller typed. Alias targets and plugin results are
     validated too, but not against the roots: they are the user's own config and the code
     they installed (the bundled SmolLM2 GGUF lives in site-packages).
     """
     typed = validate_model_id(input_id, allowed_roots=allowed_roots)
-    hinted = _engine_from_hint(engine, what="engine") if engine is not None else None
+    hinted = _engine_from_hint(engine, what="engine", extra_engines=extra_engines) if engine is not None else None
     chosen, model = _split_typed(typed, hinted, platform_default, allowed_roots)
     chosen, model, source = _apply_aliases(model, chosen, "input", aliases)
     chosen, model, source = _apply_hook(model, chosen, source, alias_hook)

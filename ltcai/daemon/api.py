@@ -134,7 +134,7 @@ def build_app(services: Services) -> Starlette:
         return JSONResponse({"unloaded": loaded.to_dict()})
 
     async def list_profiles(request: Request) -> Response:
-        return JSONResponse({"profiles": [p.to_dict() for _k, p in services.profiles.cache.items()]})
+        return JSONResponse({"profiles": [profile_view(p) for _k, p in services.profiles.cache.items()]})
 
     def _profile_or_404(key: str) -> Any:
         for existing, profile in services.profiles.cache.items():
@@ -145,7 +145,7 @@ def build_app(services: Services) -> Starlette:
     async def show_profile(request: Request) -> Response:
         profile = _profile_or_404(request.path_params["key"])
         explained = [{"field": e[0], "value": e[1], "layer": e[2]} for e in profile.explain()]
-        return JSONResponse({"profile": profile.to_dict(), "explain": explained})
+        return JSONResponse({"profile": profile_view(profile), "explain": explained})
 
     async def forget_profile(request: Request) -> Response:
         key = request.path_params["key"]
@@ -207,6 +207,18 @@ def build_app(services: Services) -> Starlette:
         Route("/logs", logs),
     ]
     return Starlette(routes=routes, exception_handlers=_exception_handlers())
+
+
+def profile_view(profile: Any) -> dict[str, Any]:
+    """A profile flat, for clients: its key, every field's value, its test state."""
+    document = profile.to_dict()
+    return {
+        "key": document["key"],
+        "model_id": document["model_id"],
+        "engine": document["engine"],
+        **{name: entry["value"] for name, entry in document["fields"].items()},
+        **document["state"],
+    }
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from huggingface_hub import constants as hf_constants
 
-from ..compat import BUILTIN_ALIASES, Resolution, resolve
+from ..compat import BUILTIN_ALIASES, Resolution, normalize_engine, resolve
 from ..config.settings import Settings
 from ..plugins import PluginHost
 
@@ -23,7 +23,9 @@ def allowed_model_roots(settings: Settings) -> list[Path]:
 
 def resolve_with_settings(settings: Settings, plugins: PluginHost | None, model: str, engine: str | None) -> Resolution:
     hook = None
+    extra_engines: list[str] = []
     if plugins is not None:
+        extra_engines = [name for name in plugins.engines() if normalize_engine(name) is None]
         hook = lambda model_id, chosen: plugins.resolve_model(model_id=model_id, engine=chosen)  # noqa: E731
     return resolve(
         model,
@@ -32,4 +34,5 @@ def resolve_with_settings(settings: Settings, plugins: PluginHost | None, model:
         alias_hook=hook,
         platform_default=settings.default_engine,
         allowed_roots=allowed_model_roots(settings),
+        extra_engines=extra_engines,
     )

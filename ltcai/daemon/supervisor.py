@@ -83,24 +83,34 @@ class EngineProcess:
     async def _watch(self) -> None:
         with contextlib.suppress(Exception):
             await self._pump_output()
-        self.returncode = await self.proc.wait()
-        self.exited.set()
+        self._mark_exited(await self.proc.wait())
         await self.supervisor._forget(self)
         if not self.stopping:
             log.warning("engine process exited", engine=self.name, pid=self.pid, returncode=self.returncode)
 
+    def _mark_exited(self, returncode: int) -> None:
+        self.returncode = returncode
+        self.exited.set()
+
     async def stop(self, grace_s: float = 5.0) -> None:
-        """SIGTERM to the process group, SIGKILL after ``grace_s``; returns once it is gone."""
-        if not self.running:
+        """SIGTERM to the process group, SIGKILL after ``grace_s``; returns once it is gone.
+
+        Waits on the process itself, not on the watcher task: at daemon shutdown the
+        watchers are cancelled before the engines are stopped.
+        """
+        if self.proc.returncode is not None:
             return
         self.stopping = True
         with anyio.CancelScope(shield=True):
             _signal_group(self.pid, signal.SIGTERM)
             with anyio.move_on_after(grace_s):
-                await self.exited.wait()
-            if self.running:
+                await self.proc.wait()
+            if self.proc.returncode is None:
                 _signal_group(self.pid, signal.SIGKILL)
-                await self.exited.wait()
+                await self.proc.wait()
+            self._mark_exited(self.proc.returncode)
+            # Children the engine forked share its process group: make sure none stays.
+            _signal_group(self.pid, signal.SIGKILL)
 
 
 def _signal_group(pid: int, sig: int) -> None:

@@ -1,0 +1,109 @@
+"""Micro-benchmark of streamed post-processing (SPEC.md §3), the chat hot path.
+
+Streams a realistic ~200-token answer in 1–6 character chunks through each family step
+list, plain and as gpt-oss harmony output, and prints the cost per chunk. No assertions:
+run it before and after touching ``ltcai/compat/_postprocess.py``.
+
+    .venv/bin/python bench/bench_postprocess.py
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+
+from ltcai.compat._postprocess import (
+    HarmonyStreamPostprocessor,
+    StreamPostprocessor,
+    apply_postprocess,
+    postprocess_harmony,
+)
+
+STEP_LISTS = (("strip_role_tokens",), ("trim_after_user_marker", "strip_role_tokens"))
+ROUNDS = 300
+
+ANSWER = (
+    "2+2는 4입니다. 덧셈은 가장 기본적인 산술 연산으로, 두 수를 합쳐 하나의 값을 얻습니다.\n\n"
+    "## Why it works\n\n"
+    "When you add **2** and **2**, you combine two groups of two items. Counting them gives "
+    "four: 1, 2, 3, 4. In Python you can check it with `assert 2 + 2 == 4`, and in most "
+    "languages `a < b` compares while `a + b` adds. See [the docs](https://docs.python.org) "
+    "for more.\n\n"
+    "- 2 + 2 = 4\n- 2 × 2 = 4\n- 2² = 4\n\n"
+    "같은 결과가 세 번 나오는 것은 우연이 아닙니다: 2는 덧셈, 곱셈, 거듭제곱에서 특별한 수입니다. "
+    "Let me know if you want a longer explanation, with examples in other languages too!  "
+)
+HARMONY = (
+    "<|channel|>analysis<|message|>The user asks in Korean: answer in one sentence, 2+2? "
+    "Answer 4, in Korean, maybe with a short explanation.<|end|>"
+    "<|start|>assistant<|channel|>final<|message|>" + ANSWER + "<|return|>"
+)
+
+
+def chunked(text: str, rng: random.Random) -> list[str]:
+    """Cut like a tokenizer stream: 1–6 characters a chunk."""
+    chunks, i = [], 0
+    while i < len(text):
+        n = rng.randint(1, 6)
+        chunks.append(text[i : i + n])
+        i += n
+    return chunks
+
+
+def per_chunk_us(run: Callable[[list[str]], object], chunks: list[str]) -> tuple[float, float]:
+    """Median and best µs per chunk over ROUNDS runs (each run builds a fresh processor)."""
+    samples = []
+    for _ in range(ROUNDS):
+        start = time.perf_counter_ns()
+        run(chunks)
+        samples.append((time.perf_counter_ns() - start) / len(chunks) / 1000)
+    return statistics.median(samples), min(samples)
+
+
+def stream_plain(steps: tuple[str, ...]) -> Callable[[list[str]], object]:
+    def run(chunks: list[str]) -> object:
+        processor = StreamPostprocessor(steps)
+        feed = processor.feed
+        for chunk in chunks:
+            feed(chunk)
+        return processor.finish()
+
+    return run
+
+
+def stream_harmony(steps: tuple[str, ...]) -> Callable[[list[str]], object]:
+    def run(chunks: list[str]) -> object:
+        processor = HarmonyStreamPostprocessor(steps)
+        feed = processor.feed
+        for chunk in chunks:
+            feed(chunk)
+        return processor.finish()
+
+    return run
+
+
+def main() -> None:
+    rng = random.Random(0)
+    plain, harmony = chunked(ANSWER, rng), chunked(HARMONY, rng)
+    print(f"answer: {len(ANSWER)} chars in {len(plain)} chunks;", end=" ")
+    print(f"harmony: {len(HARMONY)} chars in {len(harmony)} chunks")
+    print(f"{'steps':50} {'mode':8} {'median µs/chunk':>16} {'best':>8} {'whole µs':>9}")
+    for steps in STEP_LISTS:
+        for mode, run, chunks, whole in (
+            ("plain", stream_plain(steps), plain, lambda: apply_postprocess(ANSWER, steps)),
+            ("harmony", stream_harmony(steps), harmony, lambda: postprocess_harmony(HARMONY, steps)),
+        ):
+            median, best = per_chunk_us(run, chunks)
+            start = time.perf_counter_ns()
+            for _ in range(ROUNDS):
+                whole()
+            whole_us = (time.perf_counter_ns() - start) / ROUNDS / 1000
+            print(f"{' + '.join(steps):50} {mode:8} {median:16.2f} {best:8.2f} {whole_us:9.1f}")
+    baseline = per_chunk_us(stream_plain(()), plain)[0]
+    print(f"{'(no steps: call overhead only)':50} {'plain':8} {baseline:16.2f}")
+
+
+if __name__ == "__main__":
+    main()

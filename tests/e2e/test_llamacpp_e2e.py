@@ -1,0 +1,159 @@
+"""End to end, for real: ``ltcai serve`` → llama.cpp server → SmolLM2 / Gemma 3 270M.
+
+No fakes: a real daemon subprocess on a real Unix socket, the real llama-cpp-python
+server as its child, the real model files from their PyPI packages. Assertions are
+on what the classifier says of the real answers, never on tuned prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from ltcai.cli._client import RemoteError
+from ltcai.compat import BAD_MARKERS, classify_answer
+
+from .conftest import RunningDaemon, engine_pids, pid_alive, start_daemon
+
+pytestmark = pytest.mark.e2e
+
+
+def test_prepare_smollm2_reaches_ready_and_reports_every_state(e2e_daemon: RunningDaemon) -> None:
+    events = list(e2e_daemon.client().stream("POST", "/prepare", {"model": "smollm2"}))
+    states = [e["state"] for e in events if e["type"] == "state"]
+    assert states == [
+        "resolving", "engine_check", "engine_install", "downloading", "server_starting",
+        "model_serving", "model_loading", "smoke_test", "ready",
+    ]  # fmt: skip
+    report = events[-1]["report"]
+    assert report["status"] == "ok" and report["state"] == "ready"
+    assert report["ready_to_chat"] is True
+    assert report["resolution"]["resolved_model"] == "smollm2-135m-instruct-q4_1"
+    assert report["resolution"]["engine"] == "llamacpp"
+    assert report["download_result"]["source"] == "bundled"
+    smoke = report["smoke_test"]
+    # The classifier's verdict on the real answer is what the report says.
+    assert classify_answer(smoke["answer"]).status == smoke["status"] == "ok"
+    assert "4" in smoke["answer"]
+
+
+def test_smollm2_profile_comes_from_its_own_gguf(e2e_daemon: RunningDaemon) -> None:
+    e2e_daemon.prepare("smollm2")
+    shown = e2e_daemon.client().get("/profiles/llamacpp:smollm2-135m-instruct-q4_1")
+    layers = {row["field"]: row["layer"] for row in shown["explain"]}
+    profile = shown["profile"]
+    assert profile["template"] == "chatml" and layers["template"] == "model"
+    assert "<|im_end|>" in profile["stop"]
+    assert profile["quality_status"] == "ok" and profile["validated_at"]
+
+
+def test_chat_through_the_daemon_is_clean_streamed_or_not(e2e_daemon: RunningDaemon) -> None:
+    e2e_daemon.prepare("smollm2")
+    client = e2e_daemon.client()
+    body = {"model": "smollm2", "prompt": "What is 2+2?", "max_tokens": 48}
+    whole = client.post("/chat", body)
+    assert whole["content"].strip()
+    assert not any(marker in whole["content"] for marker in BAD_MARKERS)
+    chunks = [e for e in client.stream("POST", "/chat", {**body, "stream": True}) if "content" in e]
+    streamed = "".join(e["content"] for e in chunks)
+    assert streamed.strip() and len(chunks) > 1  # token by token, not one coalesced blob
+    assert not any(marker in streamed for marker in BAD_MARKERS)
+
+
+def test_cli_prepare_and_chat(e2e_daemon: RunningDaemon) -> None:
+    prepared = e2e_daemon.cli("prepare", "smollm2")
+    assert prepared.returncode == 0, prepared.stderr
+    assert "Ready" in prepared.stdout and "2 + 2" in prepared.stdout or "4" in prepared.stdout
+    answer = e2e_daemon.cli("chat", "smollm2", "What is 2+2?")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip() and "Traceback" not in answer.stderr
+    as_json = e2e_daemon.cli("chat", "smollm2", "Say hi.", "--json")
+    assert json.loads(as_json.stdout)["content"].strip()
+
+
+def test_second_prepare_of_a_ready_model_joins_the_finished_job(e2e_daemon: RunningDaemon) -> None:
+    first = e2e_daemon.prepare("smollm2")
+    pids = engine_pids(e2e_daemon)
+    second = e2e_daemon.prepare("smollm2")
+    assert second["job_id"] == first["job_id"]
+    assert engine_pids(e2e_daemon) == pids  # no second server
+
+
+def test_gemma_base_model_uses_the_family_template_and_is_judged_honestly(
+    llamacpp_installed: None, daemon_root: Path, gemma_file: Path
+) -> None:
+    daemon = start_daemon(daemon_root, config=f'model_dirs = ["{gemma_file.parent}"]\n')
+    try:
+        report = daemon.prepare(str(gemma_file))
+        profile = daemon.client().get(f"/profiles/llamacpp:{gemma_file}")
+    finally:
+        assert daemon.stop() == 0
+    layers = {row["field"]: row["layer"] for row in profile["explain"]}
+    assert profile["profile"]["family"] == "gemma"
+    assert profile["profile"]["template"] == "gemma" and layers["template"] == "family"
+    assert profile["profile"]["chat_template"] is None  # the base GGUF carries none
+    smoke = report["smoke_test"]
+    assert smoke is not None, report
+    # A base model rambles: whatever it said, the report is the classifier's verdict.
+    assert report["status"] in ("failed", "degraded"), smoke
+    assert report["ready_to_chat"] is (report["status"] == "degraded")
+
+
+def test_engine_killed_mid_chat_gives_a_clear_error_and_prepare_recovers(e2e_daemon: RunningDaemon) -> None:
+    e2e_daemon.prepare("smollm2")
+    (pid,) = engine_pids(e2e_daemon)
+    client = e2e_daemon.client()
+    stream = client.stream("POST", "/chat", {"model": "smollm2", "prompt": "Count to fifty.", "stream": True, "max_tokens": 400})
+    next(stream)  # the answer has started
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(RemoteError) as failure:
+        for _event in stream:
+            pass
+    assert failure.value.code in ("engine_unreachable", "chat_failed")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        models = client.get("/models")["models"]
+        if models and models[0]["status"] == "stopped":
+            break
+        time.sleep(0.05)
+    assert models[0]["status"] == "stopped"
+    with pytest.raises(RemoteError) as not_ready:
+        client.post("/chat", {"model": "smollm2", "prompt": "hi"})
+    assert not_ready.value.code == "model_not_ready"
+    assert "prepare" in (not_ready.value.hint or "")
+    report = e2e_daemon.prepare("smollm2")
+    assert report["status"] == "ok"
+    (new_pid,) = engine_pids(e2e_daemon)
+    assert new_pid != pid and pid_alive(new_pid)
+
+
+def test_sigterm_stops_the_engine_and_removes_the_socket(llamacpp_installed: None, daemon_root: Path) -> None:
+    daemon = start_daemon(daemon_root)
+    daemon.prepare("smollm2")
+    (pid,) = engine_pids(daemon)
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert not pid_alive(pid)
+    assert not daemon.socket.exists()
+
+
+def test_sigkilled_daemon_leaves_no_engine_behind(llamacpp_installed: None, daemon_root: Path) -> None:
+    daemon = start_daemon(daemon_root)
+    daemon.prepare("smollm2")
+    (pid,) = engine_pids(daemon)
+    daemon.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pid), "the parent-death signal should have killed the engine"
+    restarted = start_daemon(daemon_root)
+    try:
+        jobs = restarted.client().get("/jobs")["jobs"]
+        assert [j["status"] for j in jobs] == ["ok"]
+        assert restarted.client().get("/models")["models"] == []
+    finally:
+        assert restarted.stop() == 0
