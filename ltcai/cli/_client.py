@@ -34,9 +34,10 @@ def _raise_for(response: httpx.Response) -> None:
         return
     try:
         error = response.json()["error"]
-        raise RemoteError(response.status_code, error.get("code", "error"), error["message"], error.get("hint"))
-    except (ValueError, KeyError, TypeError):
-        raise RemoteError(response.status_code, "http_error", f"daemon answered HTTP {response.status_code}", None)
+        code, message, hint = error.get("code", "error"), error["message"], error.get("hint")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        code, message, hint = "http_error", f"daemon answered HTTP {response.status_code}", None
+    raise RemoteError(response.status_code, code, message, hint)
 
 
 class DaemonClient:

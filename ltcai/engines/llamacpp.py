@@ -11,13 +11,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import structlog
 
 from ..errors import DownloadError, EngineUnavailable, ServerStartError
@@ -32,6 +30,8 @@ from .base import (
     ServedModel,
 )
 from .bundled import BUNDLED_MODELS, locate_bundled
+from .local_server import PortTaken, free_port, start_and_wait_ready
+from .managed_venv import managed_python, pip_install
 
 __all__ = ["LlamaCppEngine"]
 
@@ -42,7 +42,6 @@ _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic
 # Templates the family profile names, mapped to llama-cpp-python's --chat_format, for
 # GGUFs that carry no chat template of their own (Gemma 3 base).
 _CHAT_FORMATS = {"gemma": "gemma", "chatml": "chatml", "llama": "llama-3", "mistral": "mistral-instruct"}
-_READY_POLL_S = 0.05
 _PORT_RETRIES = 3
 
 _CHECK_SCRIPT = (
@@ -52,12 +51,6 @@ _CHECK_SCRIPT = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LlamaCppEngine(EngineAdapter):
     name = "llamacpp"
     description = "llama.cpp via llama-cpp-python's OpenAI-compatible server (CPU, CUDA, Metal)"
@@ -65,14 +58,11 @@ class LlamaCppEngine(EngineAdapter):
     def __init__(self) -> None:
         self._verified: set[tuple] = set()  # files already hashed, see gguf_files.verify_file
 
-    def _managed_python(self, ctx: EngineContext) -> Path:
-        return ctx.engines_dir / self.name / "bin" / "python"
-
     def _python(self, ctx: EngineContext) -> str:
         configured = ctx.options.get("python")
         if configured:
             return str(configured)
-        managed = self._managed_python(ctx)
+        managed = managed_python(ctx, self.name)
         if managed.exists():
             return str(managed)
         return sys.executable
@@ -109,15 +99,8 @@ class LlamaCppEngine(EngineAdapter):
     async def install(self, ctx: EngineContext, check: EngineCheck) -> InstallResult | None:
         if check.available:
             return None
-        venv = ctx.engines_dir / self.name
-        python = self._managed_python(ctx)
-        if not python.exists():
-            ctx.progress(f"creating a virtual environment in {venv}")
-            await _run_logged(ctx, [sys.executable, "-m", "venv", str(venv)], "creating the venv")
-        ctx.progress(f"pip install {_PACKAGE} (a source build takes ~10 minutes on 2 cores)")
-        await _run_logged(
-            ctx, [str(python), "-m", "pip", "install", "--progress-bar", "off", _PACKAGE], "pip install"
-        )
+        ctx.progress(f"installing {_PACKAGE} (a source build takes ~10 minutes on 2 cores)")
+        await pip_install(ctx, self.name, [_PACKAGE])
         after = await self.check(ctx)
         if not after.available:
             raise EngineUnavailable(f"installed {_PACKAGE} but the check still fails: {after.reason}")
@@ -157,7 +140,7 @@ class LlamaCppEngine(EngineAdapter):
         for _attempt in range(_PORT_RETRIES):
             try:
                 return await self._start_server(ctx, resolution, download.path)
-            except _PortTaken as exc:
+            except PortTaken as exc:
                 last_error = ServerStartError(str(exc))
                 ctx.progress("port taken by another program; trying another")
         assert last_error is not None
@@ -185,72 +168,19 @@ class LlamaCppEngine(EngineAdapter):
         return argv
 
     async def _start_server(self, ctx: EngineContext, resolution: Any, model_path: str) -> ServedModel:
-        port = _free_port()
+        port = free_port()
         model_id = resolution.resolved_model
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        process = await ctx.supervisor.spawn(self.name, self._argv(ctx, model_path, model_id, port), env=env)
         base_url = f"http://127.0.0.1:{port}/v1"
-        ctx.progress(f"llama.cpp server starting (pid {process.pid}, port {port})")
-        ready = False
-
-        async def poll_ready(cancel: anyio.CancelScope) -> None:
-            nonlocal ready
-            while True:
-                try:
-                    response = await ctx.http.get(base_url + "/models", timeout=2.0)
-                    if response.status_code == 200:
-                        ready = True
-                        cancel.cancel()
-                        return
-                except httpx.HTTPError:
-                    pass
-                await anyio.sleep(_READY_POLL_S)
-
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(poll_ready, tg.cancel_scope)
-                await process.exited.wait()  # returns first only if the server died
-                tg.cancel_scope.cancel()
-        except BaseException:
-            await process.stop()
-            raise
-        if not ready:
-            tail = process.last_lines(15)
-            if any("address already in use" in line.lower() for line in tail):
-                raise _PortTaken(f"port {port} was taken")
-            raise ServerStartError(
-                f"the llama.cpp server exited with code {process.returncode} before it was ready",
-                hint="its last output:\n" + "\n".join(tail),
-            )
+        process = await start_and_wait_ready(
+            ctx,
+            self.name,
+            self._argv(ctx, model_path, model_id, port),
+            base_url + "/models",
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            what="llama.cpp",
+        )
         return ServedModel(
             engine=self.name, model=model_id, base_url=base_url, process=process, artifact_path=model_path
-        )
-
-
-class _PortTaken(Exception):
-    pass
-
-
-async def _run_logged(ctx: EngineContext, argv: list[str], what: str) -> None:
-    """Run a setup command, streaming its output as progress; fail with its tail."""
-    tail: list[str] = []
-    async with await anyio.open_process(argv, stdout=-1, stderr=-2) as proc:  # stderr -> stdout
-        assert proc.stdout is not None
-        buffer = b""
-        async for data in proc.stdout:
-            buffer += data
-            *lines, buffer = buffer.split(b"\n")
-            for raw in lines:
-                line = raw.decode(errors="replace").rstrip()
-                if line:
-                    tail = (tail + [line])[-20:]
-                    ctx.progress(line[:200])
-        code = await proc.wait()
-    if code != 0:
-        raise EngineUnavailable(
-            f"{what} failed (exit {code})",
-            hint="last output:\n" + "\n".join(tail),
-            code="engine_install_failed",
         )
 
 

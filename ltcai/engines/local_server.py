@@ -1,0 +1,82 @@
+"""Starting an engine's own HTTP server as a supervised child, shared by every local engine.
+
+A free loopback port, the child spawned through the supervisor (own process group,
+parent-death signal, output captured), readiness polled fast on a URL while the child's
+exit is awaited at the same time — a server that dies while starting fails at once
+with its last output, it is not waited out.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx
+
+from ..errors import ServerStartError
+from .base import EngineContext
+
+if TYPE_CHECKING:
+    from ..daemon.supervisor import EngineProcess
+
+__all__ = ["PortTaken", "free_port", "start_and_wait_ready"]
+
+_READY_POLL_S = 0.05
+
+
+class PortTaken(Exception):
+    """The server could not bind its port (another program took it first)."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_and_wait_ready(
+    ctx: EngineContext,
+    engine: str,
+    argv: Sequence[str],
+    ready_url: str,
+    *,
+    env: dict[str, str] | None = None,
+    what: str | None = None,
+) -> EngineProcess:
+    """Spawn ``argv`` and return once ``ready_url`` answers 200; fail if the child exits first."""
+    process = await ctx.supervisor.spawn(engine, argv, env=env)
+    ctx.progress(f"{what or engine} server starting (pid {process.pid})")
+    ready = False
+
+    async def poll_ready(scope: anyio.CancelScope) -> None:
+        nonlocal ready
+        while True:
+            try:
+                response = await ctx.http.get(ready_url, timeout=2.0)
+                if response.status_code == 200:
+                    ready = True
+                    scope.cancel()
+                    return
+            except httpx.HTTPError:
+                pass
+            await anyio.sleep(_READY_POLL_S)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(poll_ready, tg.cancel_scope)
+            await process.exited.wait()  # returns only if the server died first
+            tg.cancel_scope.cancel()
+    except BaseException:
+        await process.stop()
+        raise
+    if ready:
+        return process
+    tail = process.last_lines(15)
+    if any("address already in use" in line.lower() for line in tail):
+        raise PortTaken(ready_url)
+    raise ServerStartError(
+        f"the {what or engine} server exited with code {process.returncode} before it was ready",
+        hint="its last output:\n" + "\n".join(tail),
+    )
