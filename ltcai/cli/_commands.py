@@ -35,7 +35,15 @@ def run_command(args: argparse.Namespace, ui: Renderer) -> int:
 def _serve(args: argparse.Namespace, ui: Renderer) -> int:
     from ..daemon.app import serve  # the daemon's imports stay out of every other command
 
-    return serve(Path(args.socket).expanduser() if args.socket else None)
+    return serve(Path(args.socket).expanduser() if args.socket else None, http=args.http, allow_remote=args.allow_remote)
+
+
+def _token(args: argparse.Namespace, ui: Renderer) -> int:
+    from ..config.token import ensure_token
+
+    token = ensure_token(load_settings().paths.token_file)
+    ui.emit_json({"token": token}) if ui.json_output else print(token)
+    return 0
 
 
 def _status(args: argparse.Namespace, ui: Renderer) -> int:
@@ -282,6 +290,7 @@ def _service(args: argparse.Namespace, ui: Renderer) -> int:
 
 _COMMANDS = {
     "serve": _serve,
+    "token": _token,
     "status": _status,
     "engines": _engines,
     "prepare": _prepare,

@@ -61,11 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
-    command(
+    serve = command(
         "serve",
         "run the daemon in the foreground",
         "Run the daemon in the foreground until SIGTERM/SIGINT (SIGHUP reloads the config).\n"
-        "This is what the systemd/launchd service runs.",
+        "This is what the systemd/launchd service runs.\n\n"
+        "examples:\n  ltcai serve\n  ltcai serve --http 127.0.0.1:8080   # also the OpenAI API on TCP (token: `ltcai token`)",
+    )
+    serve.add_argument("--http", metavar="HOST:PORT", help="also serve the OpenAI-compatible API on TCP, behind a bearer token")
+    serve.add_argument("--allow-remote", action="store_true", help="allow --http on a non-loopback address")
+
+    command(
+        "token",
+        "print the bearer token for the TCP API",
+        "Print the bearer token OpenAI clients need for `ltcai serve --http` (made on first use).\n\n"
+        "example:\n  OPENAI_API_KEY=$(ltcai token) OPENAI_BASE_URL=http://127.0.0.1:8080/v1 my-client",
     )
 
     command("status", "show whether the daemon runs, and what it serves")

@@ -99,10 +99,12 @@ def _plain(value: str, what: str) -> str:
     return value
 
 
-def _systemd_word(word: str) -> str:
-    """One word of an Exec line: C escapes, ``%%`` for specifiers, ``$$`` for variables."""
-    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
-    needs_quotes = escaped != word or not word or any(c.isspace() for c in word)
+def _systemd_program(path: str) -> str:
+    """ExecStart's program path: C escapes and ``%%`` (specifiers are expanded in it)."""
+    # No ``$$``: systemd substitutes variables in the arguments only, never in the
+    # program path, so a "$" there is already literal (systemd-analyze verify agrees).
+    escaped = path.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    needs_quotes = escaped != path or any(c.isspace() for c in path)
     return f'"{escaped}"' if needs_quotes else escaped
 
 
@@ -119,7 +121,7 @@ def _fill(template: str, values: Mapping[str, str]) -> str:
 def render_unit(python: str | None = None, *, template: str | None = None) -> str:
     """The systemd user unit with ExecStart pointing at this interpreter."""
     interpreter = _plain(service_argv(python)[0], "interpreter path")
-    return _fill(template or template_text(UNIT_NAME), {"LTCAI_EXEC": _systemd_word(interpreter)})
+    return _fill(template or template_text(UNIT_NAME), {"LTCAI_EXEC": _systemd_program(interpreter)})
 
 
 def render_plist(

@@ -25,19 +25,30 @@ from .. import __version__
 from ..errors import InvalidRequest, LtcaiError, NotFound
 from . import chat
 from .body import read_json_object, optional_bool, optional_number, optional_str, optional_str_list, required_str
+from .openai_api import openai_routes
 from .prepare_runner import run_prepare
 from .resolving import resolve_with_settings
 from .services import Services
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "error_body", "exception_handlers"]
 
 log = structlog.get_logger(__name__)
 
 NDJSON = "application/x-ndjson"
 
 
+_OPENAI_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
+
+
+def error_body(code: str, message: str, hint: str | None, status: int, **extra: Any) -> dict[str, Any]:
+    """One error shape for every route: ours (code, message, hint) and OpenAI's (type, param)."""
+    kind = _OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return {"error": {"code": code, "message": message, "hint": hint, "type": kind, "param": None, **extra}}
+
+
 def error_response(error: LtcaiError) -> JSONResponse:
-    return JSONResponse({"error": error.to_dict()}, status_code=error.http_status)
+    extra = {k: v for k, v in error.to_dict().items() if k not in ("code", "message", "hint")}
+    return JSONResponse(error_body(error.code, error.message, error.hint, error.http_status, **extra), status_code=error.http_status)
 
 
 def _ndjson(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
@@ -206,7 +217,7 @@ def build_app(services: Services) -> Starlette:
         Route("/chat", chat_route, methods=["POST"]),
         Route("/logs", logs),
     ]
-    return Starlette(routes=routes, exception_handlers=_exception_handlers())
+    return Starlette(routes=routes + openai_routes(services), exception_handlers=exception_handlers())
 
 
 def profile_view(profile: Any) -> dict[str, Any]:
@@ -240,7 +251,7 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"role": "user", "content": prompt}]
 
 
-def _exception_handlers() -> dict[Any, Any]:
+def exception_handlers() -> dict[Any, Any]:
     async def on_ltcai_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, LtcaiError)
         return error_response(exc)
@@ -249,17 +260,11 @@ def _exception_handlers() -> dict[Any, Any]:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         message = {404: f"no such endpoint: {request.method} {request.url.path}"}.get(exc.status_code, exc.detail)
-        return JSONResponse(
-            {"error": {"code": code, "message": message, "hint": "see `ltcai --help`"}},
-            status_code=exc.status_code,
-        )
+        return JSONResponse(error_body(code, message, "see `ltcai --help`", exc.status_code), status_code=exc.status_code)
 
     async def on_bug(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error in the control API", path=request.url.path)
-        return JSONResponse(
-            {"error": {"code": "internal_error", "message": "the daemon hit a bug handling this request",
-                       "hint": "the daemon log has the details"}},
-            status_code=500,
-        )
+        body = error_body("internal_error", "the daemon hit a bug handling this request", "the daemon log has the details", 500)
+        return JSONResponse(body, status_code=500)
 
     return {LtcaiError: on_ltcai_error, HTTPException: on_http_error, Exception: on_bug}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -23,6 +24,7 @@ from .. import __version__
 from ..config.settings import Settings, load_settings
 from ..errors import LtcaiError
 from ..plugins import build_plugin_host
+from ..config.token import ensure_token
 from . import sdnotify
 from .api import build_app
 from .control_socket import bind_control_socket, remove_socket, socket_identity
@@ -34,6 +36,7 @@ from .profile_book import ProfileBook
 from .services import Services
 from .store import StateStore, ensure_private_dir
 from .supervisor import Supervisor
+from .tcp_api import bind_tcp, build_tcp_app
 
 __all__ = ["run_daemon", "serve"]
 
@@ -46,7 +49,7 @@ def _extra_plugin_modules() -> list[str]:
     return [m.strip() for m in raw.split(",") if m.strip()]
 
 
-async def _handle_signals(services: Services, server: ControlServer, scope: anyio.CancelScope) -> None:
+async def _handle_signals(services: Services, servers: list[ControlServer], scope: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         stopping = False
         async for signum in signals:
@@ -60,7 +63,8 @@ async def _handle_signals(services: Services, server: ControlServer, scope: anyi
             stopping = True
             log.info("stopping", signal=signal.Signals(signum).name, grace_s=services.settings.shutdown_grace_s)
             sdnotify.notify("STOPPING=1")
-            server.request_stop()
+            for server in servers:
+                server.request_stop()
 
 
 def _reload(services: Services) -> None:
@@ -81,7 +85,7 @@ async def _watchdog(interval_s: float) -> None:
         await anyio.sleep(interval_s)
 
 
-async def run_daemon(settings: Settings) -> None:
+async def run_daemon(settings: Settings, *, allow_remote: bool = False) -> None:
     paths = settings.paths
     ensure_private_dir(paths.data_dir)
     store = StateStore(paths.state_dir)
@@ -101,27 +105,39 @@ async def run_daemon(settings: Settings) -> None:
         )
         await services.profiles.restore()
         await services.jobs.restore()
+        tcp_sock = None
+        if settings.http:
+            token = ensure_token(paths.token_file)
+            tcp_sock = bind_tcp(settings.http, allow_remote=allow_remote)
         sock = bind_control_socket(paths.socket_path)
         identity = socket_identity(paths.socket_path)
         server = ControlServer(build_app(services), [sock], grace_s=settings.shutdown_grace_s)
+        servers = [server]
+        if tcp_sock is not None:
+            servers.append(ControlServer(build_tcp_app(services, token), [tcp_sock], grace_s=settings.shutdown_grace_s))
         try:
             async with anyio.create_task_group() as root:
                 await root.start(supervisor.run)
                 await root.start(services.models.run)
                 await root.start(services.jobs.run)
-                await root.start(server.run)
-                root.start_soon(_handle_signals, services, server, root.cancel_scope)
+                for each in servers:
+                    await root.start(each.run)
+                root.start_soon(_handle_signals, services, servers, root.cancel_scope)
                 interval = sdnotify.watchdog_interval_s()
                 if interval:
                     root.start_soon(_watchdog, interval)
                 sdnotify.notify(f"READY=1\nSTATUS=listening on {paths.socket_path}\nMAINPID={os.getpid()}")
-                log.info("ready", socket=str(paths.socket_path), version=__version__, pid=os.getpid())
+                log.info(
+                    "ready", socket=str(paths.socket_path), http=settings.http, version=__version__, pid=os.getpid()
+                )
                 # The server returns once a stop signal drained it; then everything else stops.
                 await _wait_for_server_exit(server)
                 root.cancel_scope.cancel()
         finally:
             remove_socket(paths.socket_path, identity)
             sock.close()
+            if tcp_sock is not None:
+                tcp_sock.close()
     log.info("stopped")
 
 
@@ -129,14 +145,21 @@ async def _wait_for_server_exit(server: ControlServer) -> None:
     await server.finished.wait()
 
 
-def serve(socket_path: Path | None = None) -> int:
+def serve(socket_path: Path | None = None, http: str | None = None, allow_remote: bool = False) -> int:
     """Run the daemon in the foreground until a stop signal; the exit status."""
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except LtcaiError as exc:
+        configure_logging()
+        log.error(exc.message, code=exc.code, hint=exc.hint)
+        return 1
     if socket_path is not None:
         settings = replace(settings, paths=replace(settings.paths, socket_path=socket_path))
+    if http is not None:
+        settings = replace(settings, http=http)
     configure_logging(settings.log_level)
     try:
-        anyio.run(run_daemon, settings)
+        anyio.run(partial(run_daemon, settings, allow_remote=allow_remote))
     except LtcaiError as exc:
         log.error(exc.message, code=exc.code, hint=exc.hint)
         return 1

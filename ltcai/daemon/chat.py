@@ -41,6 +41,7 @@ __all__ = [
     "chat_once",
     "chat_stream",
     "list_served_models",
+    "postprocess_text",
     "shape_messages",
     "smoke_test",
 ]
@@ -93,7 +94,7 @@ def shape_messages(profile: Profile, messages: list[dict[str, Any]]) -> list[dic
     return rest
 
 
-def _postprocess(services: Services, profile: Profile, raw: str) -> tuple[str, str | None]:
+def postprocess_text(services: Services, profile: Profile, raw: str) -> tuple[str, str | None]:
     registry = services.plugins.postprocessors() or None
     if _is_harmony(profile):
         parts = postprocess_harmony(raw, profile.postprocess, registry=registry)
@@ -125,7 +126,7 @@ async def smoke_test(services: Services, served: ServedModel, profile: Profile, 
     params = generation_params(profile, {"max_tokens": max_tokens})
     request = ChatRequest(shape_messages(profile, [{"role": "user", "content": SMOKE_PROMPT}]), params)
     raw, _ = await _complete_raw(services, served, request)
-    answer, _reasoning = _postprocess(services, profile, raw)
+    answer, _reasoning = postprocess_text(services, profile, raw)
     # The raw text is judged: leakage that post-processing would hide is still a defect
     # of the set-up, and the leaked marker is what the profile learns as a stop.
     verdict = classify_answer(raw)
@@ -182,7 +183,7 @@ async def chat_once(
             await _learn_stop(services, loaded, marker)
         raw, answer = await _complete_raw(services, loaded.served, ChatRequest(request.messages, stricter))
         recovered = True
-    content, reasoning = _postprocess(services, loaded.profile, raw)
+    content, reasoning = postprocess_text(services, loaded.profile, raw)
     choice = (answer.get("choices") or [{}])[0]
     return ChatAnswer(content, reasoning, choice.get("finish_reason"), answer.get("usage"), recovered)
 

@@ -16,7 +16,7 @@ import httpx
 from ..errors import ChatError
 from .base import ChatChunk, ChatRequest, ServedModel
 
-__all__ = ["chat_completion", "stream_chat_completion"]
+__all__ = ["chat_completion", "stream_chat_completion", "text_completion"]
 
 
 def _payload(served: ServedModel, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
@@ -88,3 +88,19 @@ async def stream_chat_completion(
                         yield ChatChunk(content=content, finish_reason=finish)
     except (httpx.HTTPError, json.JSONDecodeError) as exc:
         raise _engine_error(served, exc) from exc
+
+
+async def text_completion(
+    http: httpx.AsyncClient, served: ServedModel, request: ChatRequest, prompt: str, *, timeout: float | None = None
+) -> dict[str, Any]:
+    """A legacy ``/completions`` call; returns ``{"text", "finish_reason", "usage"}``."""
+    payload = {k: v for k, v in _payload(served, request, stream=False).items() if k != "messages"}
+    payload["prompt"] = prompt
+    try:
+        response = await http.post(served.base_url + "/completions", json=payload, headers=served.headers, timeout=timeout)
+        response.raise_for_status()
+        answer = response.json()
+    except (httpx.HTTPError, json.JSONDecodeError) as exc:
+        raise _engine_error(served, exc) from exc
+    choice = (answer.get("choices") or [{}])[0]
+    return {"text": choice.get("text") or "", "finish_reason": choice.get("finish_reason"), "usage": answer.get("usage")}

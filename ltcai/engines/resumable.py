@@ -135,6 +135,13 @@ class _Sink:
             pass  # a flush that hit a full disk again: the partial file is still a prefix
 
 
+def _size_or_zero(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
@@ -183,6 +190,9 @@ async def fetch(
     partial, meta = partial_path(dest), _meta_path(dest)
     identity = {"sha256": sha256, "size": size} if sha256 else {"url": url, "size": size}
     await ctx.run_sync(lambda: dest.parent.mkdir(parents=True, exist_ok=True))
+    if size is not None:  # fail before creating anything when the file clearly cannot fit
+        have = await ctx.run_sync(_size_or_zero, partial)
+        await _check_space(ctx, dest, size - min(have, size), label)
     try:
         sink = await ctx.run_sync(_Sink, partial, meta, identity)
     except BlockingIOError:
@@ -217,8 +227,6 @@ async def _fetch_into(
         await _hash_prefix(ctx, sink, label)
     resumed_from = sink.offset
     restarted = False
-    if size is not None:
-        await _check_space(ctx, dest, size - sink.offset, label)
 
     if size is None or sink.offset < size:
         try:
@@ -351,10 +359,11 @@ async def _check_space(ctx: EngineContext, dest: Path, needed: int, label: str) 
 
 def _io_error(exc: OSError, label: str, dest: Path, needed: int | None) -> DownloadError:
     if exc.errno in _NO_SPACE:
-        more = f" ({format_bytes(needed)} still to download)" if needed else ""
+        amount = f"at least {format_bytes(needed)}" if needed else "some space"
         return DownloadError(
-            f"the disk filled up while downloading {label}{more}",
-            hint=f"free space on the disk holding {dest.parent}, then prepare again: the download resumes",
+            f"the disk filled up while downloading {label}",
+            hint=f"free {amount} on the disk holding {dest.parent}, then prepare again: the download resumes"
+            " from what is already there",
             code="disk_full",
         )
     return DownloadError(
