@@ -1,0 +1,123 @@
+"""Real OpenAI clients against a real daemon and the real SmolLM2 engine.
+
+The official ``openai`` package (sync and async, streaming and not) over loopback TCP
+with the bearer token, and ``curl`` over the Unix socket. The first request for a model
+that is not prepared prepares it just in time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from ltcai.compat import BAD_MARKERS
+
+from .conftest import RunningDaemon, start_daemon
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def tcp_daemon(llamacpp_installed: None, daemon_root: Path) -> Iterator[tuple[RunningDaemon, str, str]]:
+    port = _free_port()
+    daemon = start_daemon(daemon_root, config=f'http = "127.0.0.1:{port}"\n')
+    try:
+        token = (daemon_root / "config" / "token").read_text().strip()
+        yield daemon, f"http://127.0.0.1:{port}/v1", token
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_openai_sdk_sync_just_in_time_prepare_and_stream(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
+    daemon, base_url, token = tcp_daemon
+    client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0)
+    assert client.models.list().data == []  # nothing prepared yet
+    answer = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=40
+    )
+    text = answer.choices[0].message.content
+    assert text and not any(m in text for m in BAD_MARKERS)
+    assert answer.usage is not None and answer.usage.completion_tokens > 0
+    assert [m.id for m in client.models.list().data] == ["smollm2"]
+
+    stream = client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Name three colors."}], max_tokens=40, stream=True
+    )
+    deltas = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert len(deltas) > 1 and "".join(deltas).strip()
+    assert not any(m in "".join(deltas) for m in BAD_MARKERS)
+
+
+@pytest.mark.asyncio
+async def test_openai_sdk_async(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
+    _daemon, base_url, token = tcp_daemon
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=token, max_retries=0)
+    answer = await client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Say hello."}], max_tokens=20
+    )
+    assert answer.choices[0].message.content
+    stream = await client.chat.completions.create(
+        model="smollm2", messages=[{"role": "user", "content": "Say hello."}], max_tokens=20, stream=True
+    )
+    parts = [c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content]
+    assert "".join(parts).strip()
+    await client.close()
+
+
+@pytest.mark.parametrize("key", ["", "wrong-token"])
+def test_wrong_or_missing_token_is_401_with_an_openai_error(tcp_daemon: tuple[RunningDaemon, str, str], key: str) -> None:
+    _daemon, base_url, _token = tcp_daemon
+    client = openai.OpenAI(base_url=base_url, api_key=key or "unset", max_retries=0)
+    if not key:
+        client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, default_headers={"Authorization": ""})
+    with pytest.raises(openai.AuthenticationError) as failure:
+        client.models.list()
+    body = failure.value.body
+    assert isinstance(body, dict) and body["code"] == "invalid_api_key" and body["type"] == "authentication_error"
+
+
+def test_token_file_is_private(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
+    daemon, _base_url, _token = tcp_daemon
+    token_file = daemon.root / "config" / "token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert (daemon.root / "config").stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_over_the_unix_socket(e2e_daemon: RunningDaemon) -> None:
+    body = json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 16})
+    result = subprocess.run(
+        ["curl", "-sS", "--unix-socket", str(e2e_daemon.socket), "http://ltcai/v1/chat/completions",
+         "-H", "content-type: application/json", "-d", body],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    answer = json.loads(result.stdout)
+    assert answer["object"] == "chat.completion" and answer["choices"][0]["message"]["content"]
+    missing = subprocess.run(
+        ["curl", "-sS", "--unix-socket", str(e2e_daemon.socket), "http://ltcai/v1/chat/completions",
+         "-H", "content-type: application/json", "-d", '{"model": "smollm2"}'],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert json.loads(missing.stdout)["error"]["code"] == "invalid_field"
+
+
+def test_a_model_that_cannot_be_prepared_is_a_clear_error(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
+    _daemon, base_url, token = tcp_daemon
+    client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0)
+    with pytest.raises(openai.APIStatusError) as failure:
+        client.chat.completions.create(model="/nonexistent/x.gguf", messages=[{"role": "user", "content": "hi"}])
+    assert failure.value.status_code == 400
+    assert failure.value.body["code"] == "invalid_model_id"
