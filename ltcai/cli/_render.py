@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 __all__ = ["Renderer"]
 
@@ -44,9 +45,9 @@ class Renderer:
         sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
     def error(self, message: str, hint: str | None = None) -> None:
-        self.err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+        self.err.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
         if hint:
-            self.err.print(f"[dim]hint:[/] {hint}", markup=True, soft_wrap=True)
+            self.err.print(f"[dim]hint:[/] {escape(hint)}", markup=True, soft_wrap=True)
 
     def table(self, columns: list[str], rows: Iterable[list[Any]], *, empty: str) -> None:
         rows = list(rows)
@@ -55,7 +56,8 @@ class Renderer:
             return
         table = Table(*columns, box=None, pad_edge=False, header_style="bold")
         for row in rows:
-            table.add_row(*("" if v is None else str(v) for v in row))
+            # Text, not markup: values such as "[INST]" are data, never style tags.
+            table.add_row(*(Text("" if v is None else str(v)) for v in row))
         self.out.print(table)
 
     # -- prepare --
@@ -113,10 +115,13 @@ class Renderer:
         style = _STATUS_STYLE.get(status, "white")
         duration = report.get("duration_s")
         took = f" in {duration:.1f} s" if isinstance(duration, (int, float)) else ""
-        self.out.print(f"[bold {style}]{_STATE_LABELS.get(report.get('state'), status)}[/]{took}: {report.get('message', '')}", markup=True, soft_wrap=True)
+        label = _STATE_LABELS.get(report.get("state"), status)
+        self.out.print(f"[bold {style}]{label}[/]{took}: {escape(report.get('message', ''))}", markup=True, soft_wrap=True)
         smoke = report.get("smoke_test")
         if smoke:
-            self.out.print(f"  smoke test: [{_STATUS_STYLE.get(smoke['status'], 'white')}]{smoke['status']}[/] ({smoke['reason']}, {smoke['seconds']:.2f} s)", markup=True)
+            smoke_style = _STATUS_STYLE.get(smoke["status"], "white")
+            reason = escape(smoke["reason"])
+            self.out.print(f"  smoke test: [{smoke_style}]{smoke['status']}[/] ({reason}, {smoke['seconds']:.2f} s)", markup=True)
             self.out.print(f"  prompt:     {smoke['prompt']}", markup=False)
             self.out.print(f"  answer:     {smoke['answer']!r}", markup=False)
         error = report.get("error")
