@@ -252,16 +252,37 @@ def _chat(args: argparse.Namespace, ui: Renderer) -> int:
 
 
 def _logs(args: argparse.Namespace, ui: Renderer) -> int:
-    path = "/logs" + (f"?engine={quote(args.engine)}" if args.engine else "")
-    data = _client(args).get(path)
+    if args.engine:
+        return _engine_logs(args, ui)
+    from ..daemon.logs import DAEMON_LOG
+
+    path = load_settings().paths.logs_dir / DAEMON_LOG
+    if not path.exists():
+        raise LtcaiError(f"no daemon log at {path} yet", hint="start the daemon with `ltcai serve`", code="no_log")
+    with path.open(encoding="utf-8", errors="replace") as log_file:
+        for line in log_file.readlines()[-args.lines :]:
+            sys.stdout.write(line)
+        sys.stdout.flush()
+        while args.follow:
+            line = log_file.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)  # a CLI following a file: polling is what `tail -f` does too
+    return 0
+
+
+def _engine_logs(args: argparse.Namespace, ui: Renderer) -> int:
+    data = _client(args).get(f"/logs?engine={quote(args.engine)}")
     if ui.json_output:
         ui.emit_json(data)
         return 0
     if not data["engines"]:
-        ui.out.print("no engine processes running (the daemon's own log goes to its stdout: journalctl --user -u ltcai)")
+        ui.out.print(f"no {args.engine} engine process is running")
     for process in data["engines"]:
         ui.out.print(f"== {process['engine']} (pid {process['pid']}) {process['log_path']}", markup=False)
-        for line in process["tail"]:
+        for line in process["tail"][-args.lines :]:
             ui.out.print(line, markup=False, highlight=False)
     return 0
 

@@ -127,8 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int)
     chat.add_argument("--no-stream", action="store_true", help="print the answer at once, not as it comes")
 
-    logs = command("logs", "show engine server output")
-    logs.add_argument("--engine", help="only this engine")
+    logs = command(
+        "logs",
+        "show the daemon's log, or an engine server's output",
+        "Show the daemon's log (JSON lines; also works when the daemon is down), or with\n"
+        "--engine the output of that engine's running servers.\n\n"
+        "examples:\n  ltcai logs -f\n  ltcai logs --engine llamacpp",
+    )
+    logs.add_argument("--engine", help="show this engine's server output instead")
+    logs.add_argument("-n", "--lines", type=int, default=50, help="how many lines (default 50)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
 
     inspect = command(
         "inspect",

@@ -71,7 +71,14 @@ def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
 
 def template_text(name: str) -> str:
     """A service template shipped with the package (``ltcai.service`` or the plist)."""
-    return resources.files("ltcai").joinpath("service_files", name).read_text(encoding="utf-8")
+    try:
+        return resources.files("ltcai").joinpath("service_files", name).read_text(encoding="utf-8")
+    except FileNotFoundError as exc:  # a build that left out the package data
+        raise LtcaiError(
+            f"this ltcai install lacks its service template {name}",
+            hint="reinstall ltcai from a release wheel; " + _MANUAL_ROUTE,
+            code="service_install_failed",
+        ) from exc
 
 
 def service_argv(python: str | None = None) -> list[str]:
@@ -162,8 +169,9 @@ def _read(path: Path) -> str | None:
 
 
 def _why(result: subprocess.CompletedProcess[str]) -> str:
+    # The first line says what went wrong; systemctl and launchctl add "see …" lines after.
     lines = [line.strip() for line in (result.stderr or result.stdout or "").splitlines() if line.strip()]
-    return lines[-1] if lines else f"exit status {result.returncode}"
+    return lines[0] if lines else f"exit status {result.returncode}"
 
 
 def _failed(result: subprocess.CompletedProcess[str], hint: str) -> LtcaiError:

@@ -75,7 +75,7 @@ def _reload(services: Services) -> None:
         return
     services.settings = replace(fresh, paths=services.settings.paths)
     services.profiles.reload_user_table(fresh.profiles)
-    configure_logging(fresh.log_level)
+    configure_logging(fresh.log_level, log_dir=fresh.paths.logs_dir)
     log.info("config reloaded")
 
 
@@ -157,7 +157,7 @@ def serve(socket_path: Path | None = None, http: str | None = None, allow_remote
         settings = replace(settings, paths=replace(settings.paths, socket_path=socket_path))
     if http is not None:
         settings = replace(settings, http=http)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, log_dir=settings.paths.logs_dir)
     try:
         anyio.run(partial(run_daemon, settings, allow_remote=allow_remote))
     except LtcaiError as exc:

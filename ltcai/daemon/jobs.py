@@ -17,7 +17,7 @@ import anyio
 import structlog
 
 from ..compat import Resolution
-from ..errors import NotFound
+from ..errors import LtcaiError, NotFound
 from .prepare_machine import PrepareMachine, PrepareState, Transition, restore
 from .store import StateStore
 
@@ -144,12 +144,18 @@ class JobManager:
                 continue
             try:
                 machine = restore(document["machine"], interrupted=True)
-            except (ValueError, KeyError, TypeError) as exc:
+                resolution = Resolution.from_dict(document["resolution"]) if document.get("resolution") else None
+                created_at = float(document.get("created_at", time.time()))
+                events = document.get("events", [])
+                if not isinstance(events, list):
+                    raise TypeError(f"events must be a list, not {type(events).__name__}")
+            except (ValueError, KeyError, TypeError, AttributeError, LtcaiError) as exc:
+                # Valid JSON of the wrong shape (the store sets aside only unparsable files).
                 log.warning("unreadable job record skipped", record=name, error=str(exc))
                 continue
-            job = Job(machine, Resolution.from_dict(document["resolution"]) if document.get("resolution") else None)
-            job.created_at = document.get("created_at", job.created_at)
-            job.events = document.get("events", [])
+            job = Job(machine, resolution)
+            job.created_at = created_at
+            job.events = events
             if machine.state is PrepareState.INTERRUPTED and document["machine"].get("state") != "interrupted":
                 await self._persist(job)
             job.done.set()

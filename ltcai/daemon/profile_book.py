@@ -56,6 +56,9 @@ class ProfileBook:
 
     async def restore(self) -> None:
         document = await self.store.read(DOCUMENT, default={}) or {}
+        if not isinstance(document, dict):  # valid JSON of the wrong shape: nothing usable
+            log.warning("profiles state is not a JSON object; ignored", found=type(document).__name__)
+            return
         for key, data in document.items():
             try:
                 self.cache.put(Profile.from_dict(data))

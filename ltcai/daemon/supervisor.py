@@ -53,9 +53,12 @@ def _pdeathsig_preexec() -> Any:
 class EngineProcess:
     """One running engine server."""
 
-    def __init__(self, supervisor: Supervisor, name: str, proc: asyncio.subprocess.Process, log_path: Path) -> None:
+    def __init__(
+        self, supervisor: Supervisor, name: str, proc: asyncio.subprocess.Process, log_path: Path, argv: list[str]
+    ) -> None:
         self.supervisor = supervisor
         self.name = name
+        self.argv = argv
         self.proc = proc
         self.pid = proc.pid
         self.log_path = log_path
@@ -159,7 +162,7 @@ class Supervisor:
             start_new_session=True,
             preexec_fn=_pdeathsig_preexec(),
         )
-        engine_process = EngineProcess(self, name, proc, self.logs_dir / f"{name}-{proc.pid}.log")
+        engine_process = EngineProcess(self, name, proc, self.logs_dir / f"{name}-{proc.pid}.log", list(argv))
         self.processes[proc.pid] = engine_process
         await self._save_records()
         self._tg.start_soon(engine_process._watch, name=f"watch {name} {proc.pid}")
@@ -179,7 +182,7 @@ class Supervisor:
     async def _save_records(self) -> None:
         async with self._records_lock:
             records = [
-                {"pid": p.pid, "engine": p.name, "started_at": p.started_at, "pgid": p.pid}
+                {"pid": p.pid, "engine": p.name, "started_at": p.started_at, "pgid": p.pid, "argv": p.argv[:3]}
                 for p in self.processes.values()
             ]
             await self.store.write(self.RECORDS, records)
@@ -188,15 +191,30 @@ class Supervisor:
         """Kill engine process groups recorded by a daemon that died without stopping them."""
         records = await self.store.read(self.RECORDS, default=[]) or []
         reaped = []
-        for record in records:
-            pgid = int(record.get("pgid", 0))
-            if pgid <= 1 or not _group_alive(pgid):
+        for record in records if isinstance(records, list) else []:
+            try:
+                pgid = int(record.get("pgid", 0))
+            except (AttributeError, TypeError, ValueError):
+                log.warning("unreadable engine process record skipped", record=repr(record)[:200])
+                continue
+            if pgid <= 1 or not _group_alive(pgid) or not _same_command(pgid, record.get("argv")):
                 continue
             log.warning("reaping engine left by a previous daemon", engine=record.get("engine"), pgid=pgid)
             _signal_group(pgid, signal.SIGKILL)
             reaped.append(pgid)
         await self.store.write(self.RECORDS, [])
         return reaped
+
+
+def _same_command(pid: int, argv: list[str] | None) -> bool:
+    """Whether ``pid`` still runs the recorded command: pids are reused, engines are not."""
+    if not argv:
+        return True
+    try:
+        running = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return sys.platform != "linux"  # no /proc (macOS): trust the record
+    return [a.decode(errors="replace") for a in running[: len(argv)]] == list(argv)
 
 
 def _group_alive(pgid: int) -> bool:

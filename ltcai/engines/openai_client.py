@@ -29,7 +29,18 @@ def _payload(served: ServedModel, request: ChatRequest, *, stream: bool) -> dict
 
 def _engine_error(served: ServedModel, exc: Exception) -> ChatError:
     if isinstance(exc, httpx.HTTPStatusError):
+        if exc.response.status_code in (401, 403):
+            # No body: remote providers echo (part of) a rejected API key in it.
+            return ChatError(
+                f"{served.engine} rejected the credentials (HTTP {exc.response.status_code})",
+                hint=f"check the API key configured for {served.engine}",
+                code="auth_failed",
+            )
         body = exc.response.text[:300]
+        for value in served.headers.values():  # never echo a credential back
+            secret = value.removeprefix("Bearer ")
+            if len(secret) >= 8:
+                body = body.replace(secret, "<redacted>")
         return ChatError(
             f"{served.engine} answered HTTP {exc.response.status_code}: {body}",
             hint="see the engine log with `ltcai logs --engine " + served.engine + "`",

@@ -40,6 +40,7 @@ __all__ = ["CHUNK_SIZE", "TransferResult", "fetch", "format_bytes", "partial_pat
 
 CHUNK_SIZE = 1 << 20
 _PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress events a second
+_WRITE_AHEAD = 4  # chunks received but not yet written: bounds memory to ~5 MiB
 _HASH_READ = 4 << 20
 # Per read, not per download: a 20 GB file may take hours, a stalled socket should not.
 _TIMEOUT = httpx.Timeout(60.0, connect=15.0)
@@ -308,16 +309,51 @@ async def _stream(
 
 
 async def _copy(ctx: EngineContext, sink: _Sink, response: httpx.Response, *, size: int | None, label: str) -> None:
-    last = 0.0
+    """Network reads and disk writes overlap: a writer task drains a few chunks behind.
+
+    When the network fails, the writer still writes what had arrived (at most the chunk
+    being assembled is lost); when the disk fails, reading stops.
+    """
+    send, receive = anyio.create_memory_object_stream[bytes](_WRITE_AHEAD)
+    network_error: httpx.TransportError | None = None
+    disk_error: OSError | None = None
+    too_big = False
+
+    async def write_all() -> None:
+        nonlocal disk_error
+        last = 0.0
+        async with receive:
+            try:
+                async for chunk in receive:
+                    await ctx.run_sync(sink.write, chunk)
+                    now = time.monotonic()
+                    if now - last >= _PROGRESS_INTERVAL_S:
+                        last = now
+                        ctx.progress(f"downloading {label}", done=sink.offset, total=size, unit="B")
+            except OSError as exc:
+                disk_error = exc
+                tg.cancel_scope.cancel()
+
     ctx.progress(f"downloading {label}", done=sink.offset, total=size, unit="B")
-    async for chunk in response.aiter_bytes(CHUNK_SIZE):
-        if size is not None and sink.offset + len(chunk) > size:
-            raise _SizeExceeded
-        await ctx.run_sync(sink.write, chunk)
-        now = time.monotonic()
-        if now - last >= _PROGRESS_INTERVAL_S:
-            last = now
-            ctx.progress(f"downloading {label}", done=sink.offset, total=size, unit="B")
+    received = sink.offset
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(write_all)
+        async with send:
+            try:
+                async for chunk in response.aiter_bytes(CHUNK_SIZE):
+                    received += len(chunk)
+                    if size is not None and received > size:
+                        too_big = True
+                        break
+                    await send.send(chunk)
+            except httpx.TransportError as exc:
+                network_error = exc
+    if disk_error is not None:
+        raise disk_error
+    if too_big:
+        raise _SizeExceeded
+    if network_error is not None:
+        raise network_error
 
 
 def _range_start(response: httpx.Response) -> int | None:
