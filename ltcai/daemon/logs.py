@@ -28,7 +28,7 @@ class _JsonFileSink:
     """A structlog processor that appends each event as a JSON line to a file."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
         self._file = self._open()
 

@@ -25,7 +25,7 @@ from typing import Any
 import anyio
 import structlog
 
-from .store import StateStore
+from .store import StateStore, ensure_private_dir
 
 __all__ = ["EngineProcess", "Supervisor"]
 
@@ -77,7 +77,8 @@ class EngineProcess:
 
     async def _pump_output(self) -> None:
         assert self.proc.stdout is not None
-        with self.log_path.open("ab") as sink:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as sink:
             async for raw in self.proc.stdout:
                 sink.write(raw)
                 sink.flush()
@@ -151,7 +152,7 @@ class Supervisor:
     ) -> EngineProcess:
         if self._tg is None:
             raise RuntimeError("supervisor is not running")
-        self.logs_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.logs_dir)
         proc = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
