@@ -7,6 +7,7 @@ within the grace period, then stop engines).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -35,8 +36,20 @@ _FORBIDDEN = (
 )
 
 
+_REFUSE_WAIT_S = 5.0
+_MAX_REFUSED_HEAD = 8192
+
+
 class PeerCheckedProtocol(HttpToolsProtocol):
-    """Refuses a Unix-socket peer whose uid is not the daemon's (SO_PEERCRED)."""
+    """Refuses a Unix-socket peer whose uid is not the daemon's (SO_PEERCRED).
+
+    The refusal is sent once the peer's request head has arrived, not at connect: a
+    socket closed with the request still unread makes the peer's read fail with
+    ECONNRESET, and it would never see the 403 that says why.
+    """
+
+    _refused: Any = None  # the transport of a refused peer, until it is answered
+    _refusing = False  # this connection never reaches uvicorn's HTTP handling
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -44,10 +57,31 @@ class PeerCheckedProtocol(HttpToolsProtocol):
             uid = peer_uid(sock)
             if uid is not None and uid != os.getuid():
                 log.warning("refused a connection from another user", peer_uid=uid)
-                transport.write(_FORBIDDEN)
-                transport.close()
+                self._refusing, self._refused = True, transport
+                self._refused_head = b""
+                # A peer that never sends a request is hung up on all the same.
+                asyncio.get_running_loop().call_later(_REFUSE_WAIT_S, self._answer_refused)
                 return
         super().connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._refusing:
+            super().data_received(data)
+            return
+        self._refused_head = (self._refused_head + data)[-_MAX_REFUSED_HEAD:]
+        if b"\r\n\r\n" in self._refused_head:
+            self._answer_refused()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._refusing:
+            super().connection_lost(exc)
+        self._refused = None
+
+    def _answer_refused(self) -> None:
+        transport, self._refused = self._refused, None
+        if transport is not None and not transport.is_closing():
+            transport.write(_FORBIDDEN)
+            transport.close()
 
 
 class _Server(uvicorn.Server):
