@@ -169,7 +169,8 @@ async def _downloading(work: _Work) -> Event:
     extra = {"download_result": result.to_dict(), "downloaded": True}
     if not result.downloaded:
         return StepDone(S.DOWNLOADING, f"already present: {result.message or result.path}", skipped=True, extra=extra)
-    return StepDone(S.DOWNLOADING, f"downloaded {result.path}", extra=extra)
+    # An engine with its own store (Ollama, the fake) may have no path to show.
+    return StepDone(S.DOWNLOADING, f"downloaded {result.path or result.message or 'the weights'}", extra=extra)
 
 
 async def _server_starting(work: _Work) -> Event:

@@ -212,9 +212,15 @@ def _same_command(pid: int, argv: list[str] | None) -> bool:
     if not argv:
         return True
     try:
-        running = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return sys.platform != "linux"  # no /proc (macOS): trust the record
+        return True  # no /proc (macOS): trust the record; on Linux: the leader is gone, see below
+    if not raw:
+        # The leader died (the parent-death signal; a zombie has no cmdline) and left its
+        # children in the group: exactly the leftovers to reap. A pid still naming a live
+        # process group is never handed to a new process, so the group is the recorded one.
+        return True
+    running = raw.split(b"\0")
     return [a.decode(errors="replace") for a in running[: len(argv)]] == list(argv)
 
 

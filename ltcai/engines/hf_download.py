@@ -24,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import httpx
@@ -74,7 +74,7 @@ class _Hub:
     endpoint: str
     cache_dir: str
     offline: bool
-    headers: dict[str, str]  # user agent and, when logged in, the token: never logged
+    headers: dict[str, str] = field(repr=False)  # user agent and, when logged in, the token
 
 
 def _hub_from_env() -> _Hub:
@@ -233,7 +233,8 @@ def _choices(repo_id: str, names: list[str]) -> str:
     quants = [_quant_of(n) for n in names]
     upper = [q.upper() for q in quants if q]
     shown = [
-        f"{repo_id}:{q}" if q and upper.count(q.upper()) == 1 else f"{repo_id}:{n}" for n, q in zip(names, quants)
+        f"{repo_id}:{q}" if q and upper.count(q.upper()) == 1 else f"{repo_id}:{n}"
+        for n, q in zip(names, quants, strict=True)
     ]
     more = f" (and {len(shown) - _MAX_CHOICES} more)" if len(shown) > _MAX_CHOICES else ""
     return ", ".join(shown[:_MAX_CHOICES]) + more

@@ -395,6 +395,8 @@ def _error_text(body: str) -> str:
 
 def _pull_error(name: str, text: str) -> DownloadError:
     lowered = text.lower()
+    if "invalid model name" in lowered:
+        return DownloadError(f"Ollama refuses the name {name!r}: {text}", hint=_LIBRARY_HINT, code="invalid_reference")
     if "file does not exist" in lowered or "not found" in lowered:
         return DownloadError(f"Ollama has no model {name} to pull: {text}", hint=_LIBRARY_HINT, code="model_not_found")
     if any(word in lowered for word in _NETWORK_WORDS):

@@ -89,14 +89,17 @@ class _Sink:
             raise
         self.fh = os.fdopen(fd, "r+b")
         self.hasher = hashlib.sha256()
-        self.offset = 0
         try:
             recorded = json.loads(meta.read_text())
         except (OSError, ValueError):
             recorded = None
-        if recorded != identity:
-            self.fh.truncate(0)
-            _write_atomic(meta, json.dumps(identity).encode())
+        try:
+            if recorded != identity:
+                self.fh.truncate(0)
+                _write_atomic(meta, json.dumps(identity).encode())
+        except OSError:
+            self.fh.close()
+            raise
         self.offset = os.fstat(fd).st_size
 
     def hash_prefix(self, on_bytes: Any) -> None:
@@ -419,7 +422,9 @@ def _http_error(response: httpx.Response, label: str) -> DownloadError:
             code="unauthorized",
         )
     if status == 404:
-        return DownloadError(f"{label} is not on the server (HTTP 404)", hint="check the model name", code="file_not_found")
+        return DownloadError(
+            f"{label} is not on the server (HTTP 404)", hint="check the model name", code="file_not_found"
+        )
     return DownloadError(
         f"the server answered HTTP {status} for {label}",
         hint="the server may be busy; prepare again later: the download resumes",
