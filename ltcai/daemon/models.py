@@ -2,7 +2,9 @@
 
 A model whose engine process exits is marked not ready at once (the supervisor's exit
 event is awaited, not polled), so the next chat gets a clear error and the next prepare
-starts a fresh server.
+starts a fresh server. Such exits are remembered per (engine, model): a model whose
+engine keeps crashing is restarted after a growing delay (``restart_delay``), so a
+client retrying in a loop cannot turn a crash loop into a fork bomb of servers.
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ import structlog
 from ..compat import Profile, Resolution
 from ..engines.base import ServedModel
 
-__all__ = ["LoadedModel", "ModelRegistry"]
+__all__ = ["CRASH_WINDOW_S", "LoadedModel", "ModelRegistry"]
 
 log = structlog.get_logger(__name__)
+
+# The first crash is restarted at once; from the second within the window on, the
+# delay doubles from the base up to the cap.
+CRASH_WINDOW_S = 300.0
+RESTART_BASE_DELAY_S = 1.0
+RESTART_MAX_DELAY_S = 30.0
 
 
 @dataclass
@@ -58,6 +66,7 @@ class LoadedModel:
 class ModelRegistry:
     def __init__(self) -> None:
         self._models: dict[tuple[str, str], LoadedModel] = {}
+        self._crashes: dict[tuple[str, str], list[float]] = {}  # monotonic times of unexpected exits
         self._tg: anyio.abc.TaskGroup | None = None
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -85,12 +94,31 @@ class ModelRegistry:
         await loaded.served.process.exited.wait()
         if self._models.get(loaded.key) is loaded and loaded.status != "stopped":
             loaded.status = "stopped"
+            if not loaded.served.process.stopping:  # nobody asked it to stop: a crash
+                self._crashes.setdefault(loaded.key, []).append(time.monotonic())
             log.warning(
                 "engine stopped; model no longer ready",
                 engine=loaded.resolution.engine,
                 model=loaded.resolution.resolved_model,
                 returncode=loaded.served.process.returncode,
             )
+
+    def recent_crashes(self, engine: str, model: str) -> int:
+        """How often this model's engine died unasked within the last ``CRASH_WINDOW_S``."""
+        horizon = time.monotonic() - CRASH_WINDOW_S
+        recent = [t for t in self._crashes.get((engine, model), []) if t > horizon]
+        if recent:
+            self._crashes[(engine, model)] = recent
+        else:
+            self._crashes.pop((engine, model), None)
+        return len(recent)
+
+    def restart_delay(self, engine: str, model: str) -> float:
+        """Seconds to wait before starting this model's engine again (0: at once)."""
+        crashes = self.recent_crashes(engine, model)
+        if crashes < 2:
+            return 0.0
+        return min(RESTART_MAX_DELAY_S, RESTART_BASE_DELAY_S * 2 ** (crashes - 2))
 
     def remove(self, engine: str, model: str) -> LoadedModel | None:
         return self._models.pop((engine, model), None)

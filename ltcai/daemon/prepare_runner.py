@@ -23,7 +23,7 @@ from ..engines.gguf_metadata import read_gguf_metadata
 from ..errors import EngineUnavailable, LtcaiError
 from . import chat
 from .jobs import Job
-from .models import LoadedModel
+from .models import CRASH_WINDOW_S, LoadedModel
 from .prepare_machine import (
     Cancel,
     Event,
@@ -182,11 +182,35 @@ async def _server_starting(work: _Work) -> Event:
     previous = services.models.remove(resolution.engine, resolution.resolved_model)
     if previous is not None and previous.served.process is not None:
         await previous.served.process.stop()
+    await _restart_backoff(work)
     served = await adapter.serve(work.ctx, resolution, work.download)
     work.served = served
     work.started_process = served.process is not None
     where = f"pid {served.process.pid}, " if served.process else ""
     return StepDone(S.SERVER_STARTING, f"server answering ({where}{served.base_url})")
+
+
+async def _restart_backoff(work: _Work) -> None:
+    """Wait before starting an engine that keeps crashing (see ``ModelRegistry.restart_delay``).
+
+    The wait reports progress every second: it is a pause we chose, not a stall.
+    """
+    resolution = work.job.resolution
+    assert resolution is not None
+    models = work.services.models
+    delay = models.restart_delay(resolution.engine, resolution.resolved_model)
+    if not delay:
+        return
+    crashes = models.recent_crashes(resolution.engine, resolution.resolved_model)
+    log.warning("engine crashed repeatedly; backing off", crashes=crashes, delay_s=delay)
+    deadline = anyio.current_time() + delay
+    while (left := deadline - anyio.current_time()) > 0:
+        work.ctx.progress(
+            f"the engine crashed {crashes} times in the last {CRASH_WINDOW_S / 60:g} minutes;"
+            f" starting it again in {left:.0f} s",
+            done=delay - left, total=delay, unit="s",
+        )
+        await anyio.sleep(min(1.0, left))
 
 
 async def _model_serving(work: _Work) -> Event:

@@ -198,7 +198,9 @@ class Supervisor:
             except (AttributeError, TypeError, ValueError):
                 log.warning("unreadable engine process record skipped", record=repr(record)[:200])
                 continue
-            if pgid <= 1 or not _group_alive(pgid) or not _same_command(pgid, record.get("argv")):
+            if pgid <= 1 or not await anyio.to_thread.run_sync(_group_alive, pgid):
+                continue
+            if not _same_command(pgid, record.get("argv")):
                 continue
             log.warning("reaping engine left by a previous daemon", engine=record.get("engine"), pgid=pgid)
             _signal_group(pgid, signal.SIGKILL)
@@ -231,4 +233,26 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return False  # not ours: never touch it
-    return True
+    # kill(0) also succeeds on a group of zombies: engines that died with the old daemon
+    # and that init has not reaped yet. They hold nothing; "reaping" them only misleads
+    # the log. On Linux, count only live members (blocking /proc scan: run in a thread).
+    members = _live_group_members(pgid)
+    return members is None or members > 0
+
+
+def _live_group_members(pgid: int) -> int | None:
+    """Non-zombie processes in ``pgid`` from /proc, or None without a /proc to read."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    count = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:  # after the command: state, ppid, pgrp
+            count += 1
+    return count

@@ -21,7 +21,7 @@ from .base import EngineContext
 if TYPE_CHECKING:
     from ..daemon.supervisor import EngineProcess
 
-__all__ = ["PortTaken", "free_port", "start_and_wait_ready"]
+__all__ = ["PortTaken", "free_port", "start_and_wait_ready", "why_it_exited"]
 
 _READY_POLL_S = 0.05
 
@@ -78,5 +78,29 @@ async def start_and_wait_ready(
         raise PortTaken(ready_url)
     raise ServerStartError(
         f"the {what or engine} server exited with code {process.returncode} before it was ready",
-        hint="its last output:\n" + "\n".join(tail),
+        hint="its last output:\n" + "\n".join(why_it_exited(process.last_lines(60))),
     )
+
+
+def why_it_exited(lines: Sequence[str], keep: int = 15) -> list[str]:
+    """An engine's last output with Python traceback frames left out.
+
+    Python servers (llama-cpp-python, mlx_lm, vllm) die at start with a long traceback
+    whose frames would push the engine's own reason (``llama_model_load: error loading
+    model: unknown model architecture``) out of a short tail, and a traceback is never
+    shown to a user. The exception line itself is kept: it is the summary.
+    """
+    kept: list[str] = []
+    in_traceback = False
+    for line in lines:
+        if line.startswith("Traceback (most recent call last)"):
+            in_traceback = True
+            continue
+        if in_traceback:
+            if not line or line[0].isspace():
+                continue  # a frame, its source line, or the ^^^ markers
+            in_traceback = False
+        if line.startswith(("During handling of the above exception", "The above exception was the direct cause")):
+            continue
+        kept.append(line)
+    return [line for line in kept if line.strip()][-keep:]

@@ -21,6 +21,10 @@ ids unique: ``fake-slow-download-a3``). Behaviours:
     stall-stream        streamed chats send one chunk, then nothing ever again
     helper              the server starts a child left in its process group (reaping)
 
+An id with a ``/`` (``acme/tiny-GGUF``) is a Hugging Face reference: the download step is
+the real one (``ltcai.engines.hf_download``, against ``HF_ENDPOINT``, e.g. the loopback
+``fake_hf_hub``); the rest is the fake's.
+
 Phases: ``check`` (ENGINE_CHECK), ``install`` (ENGINE_INSTALL), ``download``
 (DOWNLOADING), ``serve`` (SERVER_STARTING: a real server process is spawned through the
 daemon's supervisor), ``models`` (MODEL_SERVING: the server's ``/v1/models``), ``load``
@@ -41,6 +45,7 @@ import anyio
 import structlog
 
 from ltcai.compat import SMOKE_PROMPT
+from ltcai.engines import hf_download
 from ltcai.engines.base import (
     DownloadResult,
     EngineAdapter,
@@ -171,6 +176,8 @@ class FakeEngine(EngineAdapter):
         return InstallResult(installed=True, message="fake engine installed", version="0.0-fake")
 
     async def download(self, ctx: EngineContext, resolution: Any) -> DownloadResult | None:
+        if "/" in resolution.resolved_model:  # the real HF download (fault tests)
+            return await hf_download.download_gguf(ctx, resolution.resolved_model)
         behaviour = Behaviour.from_model(resolution.resolved_model)
         await _act(ctx, behaviour, "download")
         if behaviour.mode("download") == "fail":
