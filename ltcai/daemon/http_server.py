@@ -41,7 +41,7 @@ _MAX_REFUSED_HEAD = 8192
 
 
 class PeerCheckedProtocol(HttpToolsProtocol):
-    """Refuses a Unix-socket peer whose uid is not the daemon's (SO_PEERCRED).
+    """Refuses a Unix-socket peer whose uid is not the daemon's (SO_PEERCRED); TCP without Nagle.
 
     The refusal is sent once the peer's request head has arrived, not at connect: a
     socket closed with the request still unread makes the peer's read fail with
@@ -53,6 +53,11 @@ class PeerCheckedProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and a
+            # socket from socket.create_server has proto 0: without this, the second
+            # request on a keep-alive connection waits ~40 ms for a delayed ACK (Nagle).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if sock is not None and sock.family == socket.AF_UNIX:
             uid = peer_uid(sock)
             if uid is not None and uid != os.getuid():
