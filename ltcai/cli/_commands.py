@@ -303,6 +303,12 @@ def _inspect(args: argparse.Namespace, ui: Renderer) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace, ui: Renderer) -> int:
+    from ._import import import_command
+
+    return import_command(load_settings(), args.gguf, args.name, args.force, ui)
+
+
 def _service(args: argparse.Namespace, ui: Renderer) -> int:
     from ._service import service_command
 
@@ -323,5 +329,6 @@ _COMMANDS = {
     "chat": _chat,
     "logs": _logs,
     "inspect": _inspect,
+    "import": _import,
     "service": _service,
 }

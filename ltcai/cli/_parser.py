@@ -146,6 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model(inspect)
 
+    gguf_import = command(
+        "import",
+        "import a GGUF into an MLX model folder (runs here, no daemon needed)",
+        "Convert a GGUF model into an MLX model folder, models/mlx/NAME in the data dir,\n"
+        "ready for `ltcai prepare FOLDER --engine mlx`. It runs here, not in the daemon, in\n"
+        "the MLX engine's Python ([engines.mlx] python, else the managed venv prepare installs,\n"
+        "else ltcai's own), which needs mlx-lm (and mlx[cpu] off macOS). Supported: the llama\n"
+        "architecture (Llama, SmolLM, TinyLlama…) in Q4_0, Q4_1, Q8_0, F16 or F32; quantized\n"
+        "weights stay quantized, the tokenizer is rebuilt from the GGUF's vocabulary.\n\n"
+        "examples:\n  ltcai import smollm2                           the bundled SmolLM2\n"
+        "  ltcai import ~/tinyllama.Q4_0.gguf --name tinyllama",
+    )
+    gguf_import.add_argument("gguf", metavar="GGUF_OR_ALIAS", help="a .gguf file, or smollm2 (the bundled model)")
+    gguf_import.add_argument("--name", help="the folder name under models/mlx (default: the file's name)")
+    gguf_import.add_argument("--force", action="store_true", help="import again over an existing folder")
+
     service = command(
         "service",
         "install/uninstall the daemon as a user service (systemd or launchd)",
