@@ -65,12 +65,7 @@ def _engines(args: argparse.Namespace, ui: Renderer) -> int:
     if ui.json_output:
         ui.emit_json(engines)
         return 0
-    rows = []
-    for e in engines:
-        state = "available" if e["available"] else "not available"
-        note = "" if e["available"] else f"{e.get('reason') or ''}" + (f" — install: {e['install_hint']}" if e.get("install_hint") else "")
-        rows.append([e["name"], state, e.get("version") or "", note])
-    ui.table(["ENGINE", "STATUS", "VERSION", "NOTES"], rows, empty="no engines registered")
+    ui.engines(engines)
     return 0
 
 

@@ -60,6 +60,34 @@ class Renderer:
             table.add_row(*(Text("" if v is None else str(v)) for v in row))
         self.out.print(table)
 
+    # -- engines --
+
+    def engines(self, engines: list[dict[str, Any]]) -> None:
+        """One row per engine (local ones first), then how to make each missing one available."""
+        if not engines:
+            self.out.print("no engines registered")
+            return
+        ordered = sorted(engines, key=lambda e: (e.get("kind") == "remote", e["name"]))
+        rows = [
+            [
+                e["name"],
+                e.get("kind") or "",
+                "available" if e["available"] else "not available",
+                e.get("version") or "",
+                _engine_details(e) if e["available"] else e.get("reason") or "",
+            ]
+            for e in ordered
+        ]
+        self.table(["ENGINE", "KIND", "STATUS", "VERSION", "DETAILS / WHY NOT"], rows, empty="")
+        ready = [e["name"] for e in ordered if e["available"]]
+        self.out.print(f"\n{len(ready)} of {len(ordered)} engines available" + (f": {', '.join(ready)}" if ready else ""), markup=False)
+        hints = [(e["name"], e["install_hint"]) for e in ordered if not e["available"] and e.get("install_hint")]
+        if hints:
+            self.out.print("\nTo make one available:", markup=False)
+            width = max(len(name) for name, _ in hints)
+            for name, hint in hints:
+                self.out.print(Text(f"  {name:<{width}}  {hint}"), soft_wrap=True)
+
     # -- prepare --
 
     def follow_prepare(self, events: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
@@ -127,3 +155,9 @@ class Renderer:
         error = report.get("error")
         if error and status == "failed":
             self.error(f"{error['message']} [{error['code']} in {error['state']}]", error.get("hint"))
+
+
+def _engine_details(engine: dict[str, Any]) -> str:
+    """An available engine's check details in a line: where its server or interpreter is."""
+    details = engine.get("details") or {}
+    return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in details.items() if isinstance(value, str) and value)

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import __version__
+from ..compat import REMOTE_PROVIDERS
 from ..errors import InvalidRequest, LtcaiError, NotFound
 from . import chat
 from .body import read_json_object, optional_bool, optional_number, optional_str, optional_str_list, required_str
@@ -91,7 +92,8 @@ def build_app(services: Services) -> Starlette:
                 outcome = (await adapter.check(services.engine_context(name))).to_dict()
             except LtcaiError as exc:
                 outcome = {"available": False, "reason": exc.message, "install_hint": exc.hint}
-            results[name] = {"name": name, "description": adapter.description, **outcome}
+            kind = "remote" if name in REMOTE_PROVIDERS else "local"
+            results[name] = {"name": name, "kind": kind, "description": adapter.description, **outcome}
 
         async with anyio.create_task_group() as tg:
             for name in services.plugins.engines():

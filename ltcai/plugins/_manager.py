@@ -21,8 +21,15 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_PLUGINS", "PluginHost", "build_plugin_host"]
 
-# The built-in engines: ordinary plugins, listed once.
-DEFAULT_PLUGINS: tuple[str, ...] = ("ltcai.engines.llamacpp",)
+# The built-in engines: ordinary plugins, listed once. Each is blocked by its short name
+# (``LTCAI_DISABLE_PLUGINS=ollama``). MLX joins as ``ltcai.engines.mlx``.
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "ltcai.engines.llamacpp",
+    "ltcai.engines.ollama",
+    "ltcai.engines.vllm",
+    "ltcai.engines.lmstudio",
+    "ltcai.engines.openai_remote",
+)
 
 ENTRY_POINT_GROUP = "ltcai"
 
