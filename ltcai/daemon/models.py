@@ -76,7 +76,16 @@ class ModelRegistry:
             await anyio.sleep_forever()
 
     def get(self, engine: str, model: str) -> LoadedModel | None:
-        return self._models.get((engine, model))
+        """The model served as ``model`` on ``engine``: by its current id, or by the id it was
+        prepared under when the engine renamed it at load (``llama3.2`` → ``llama3.2:latest``,
+        an LM Studio instance ``<id>:2``), so the user's own id keeps finding it."""
+        found = self._models.get((engine, model))
+        if found is None:
+            found = next(
+                (m for m in self._models.values() if m.resolution.engine == engine and m.resolution.download_id == model),
+                None,
+            )
+        return found
 
     def all(self) -> list[LoadedModel]:
         return list(self._models.values())
@@ -121,7 +130,8 @@ class ModelRegistry:
         return min(RESTART_MAX_DELAY_S, RESTART_BASE_DELAY_S * 2 ** (crashes - 2))
 
     def remove(self, engine: str, model: str) -> LoadedModel | None:
-        return self._models.pop((engine, model), None)
+        found = self.get(engine, model)
+        return self._models.pop(found.key, None) if found is not None else None
 
 
 async def _stop(loaded: LoadedModel) -> None:

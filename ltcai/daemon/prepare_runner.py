@@ -229,7 +229,10 @@ async def _model_loading(work: _Work) -> Event:
     current = work.job.resolution.expected_current
     if result is None:
         return StepDone(S.MODEL_LOADING, "loaded when the server started", skipped=True, extra={"loaded": True, "current": current})
-    return StepDone(S.MODEL_LOADING, result.message, extra={"loaded": result.loaded, "current": current})
+    extra: dict[str, Any] = {"loaded": result.loaded, "current": current}
+    if result.current_id:  # the report's resolution follows the engine's id (SPEC §5 "after load")
+        extra["resolution"] = work.job.resolution.to_dict()
+    return StepDone(S.MODEL_LOADING, result.message, extra=extra)
 
 
 async def _smoke_test(work: _Work) -> Event:
