@@ -16,6 +16,7 @@ import platform
 import posixpath
 import re
 import unicodedata
+import urllib.parse
 from collections.abc import Collection, Callable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
@@ -150,8 +151,11 @@ _WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[/\\]|\\)")
 
 def _check_path_rules(text: str) -> None:
     """Rules for any id, wherever it came from (typed, alias, plugin, engine)."""
-    # ``:`` separates segments too: Ollama maps ``name:tag`` onto manifest paths.
-    if any(part.lower() in _DOT_DOT for part in _SEGMENT_SPLIT.split(text)):
+    # ``:`` separates segments too: Ollama maps ``name:tag`` onto manifest paths. The id is
+    # also checked percent-decoded (``..%2f..`` in a URL a server decodes) and NFKC-folded
+    # (fullwidth ``．．／`` becomes ``../`` in any tool that normalizes Unicode).
+    forms = {text, urllib.parse.unquote(text), unicodedata.normalize("NFKC", text)}
+    if any(part.lower() in _DOT_DOT for form in forms for part in _SEGMENT_SPLIT.split(form)):
         raise InvalidModelId(
             f"model id contains a '..' path segment: {_preview(text)}",
             rule="path_traversal",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 from collections.abc import Generator
@@ -81,6 +82,22 @@ class PeerCheckedProtocol(HttpToolsProtocol):
         if not self._refusing:
             super().connection_lost(exc)
         self._refused = None
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser refused (a bad header byte, a broken request line).
+
+        uvicorn answers those itself in plain text; every error of this API is JSON.
+        """
+        body = json.dumps(
+            {"error": {"code": "bad_http_request", "message": f"not a valid HTTP request: {msg}",
+                       "hint": "send HTTP/1.1 with printable ASCII header names and values"}}
+        ).encode()
+        self.transport.write(
+            b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        self.transport.close()
 
     def _answer_refused(self) -> None:
         transport, self._refused = self._refused, None

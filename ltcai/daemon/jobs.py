@@ -217,7 +217,7 @@ class JobManager:
             # Progress events are transient; the state events and the report are the story.
             "events": [e for e in job.events if e.get("type") != "progress"],
         }
-        await self.store.write(f"jobs/{job.id}", document)
+        await self.store.save(f"jobs/{job.id}", document)
 
     def _prune(self) -> None:
         finished = sorted((j for j in self.jobs.values() if j.done.is_set()), key=lambda j: j.created_at)

@@ -66,7 +66,7 @@ class ProfileBook:
                 log.warning("unreadable profile skipped", key=key, error=str(exc))
 
     async def save(self) -> None:
-        await self.store.write(DOCUMENT, {key: profile.to_dict() for key, profile in self.cache.items()})
+        await self.store.save(DOCUMENT, {key: profile.to_dict() for key, profile in self.cache.items()})
 
     def get(self, model_id: str, engine: str | None) -> Profile | None:
         return self.cache.get(model_id, engine)

@@ -101,5 +101,25 @@ class StateStore:
     async def write(self, name: str, document: Any) -> None:
         await anyio.to_thread.run_sync(self.write_sync, name, document)
 
+    async def save(self, name: str, document: Any) -> bool:
+        """``write``, but a failure (a full or read-only disk) is logged, not raised.
+
+        For the daemon's own records: a full disk must not take the daemon down with it.
+        What was not saved lives on in memory (and goes to disk with its next change, if
+        it has one); the old document stays whole on disk (the write is atomic). False if
+        not saved.
+        """
+        try:
+            await self.write(name, document)
+        except OSError as exc:
+            log.error(
+                "could not save state",
+                file=str(self._path(name)),
+                error=exc.strerror or str(exc),
+                hint="free space on the disk holding the data dir; ltcai keeps running meanwhile",
+            )
+            return False
+        return True
+
     async def delete(self, name: str) -> None:
         await anyio.to_thread.run_sync(self.delete_sync, name)

@@ -186,7 +186,7 @@ class Supervisor:
                 {"pid": p.pid, "engine": p.name, "started_at": p.started_at, "pgid": p.pid, "argv": p.argv[:3]}
                 for p in self.processes.values()
             ]
-            await self.store.write(self.RECORDS, records)
+            await self.store.save(self.RECORDS, records)
 
     async def reap_leftovers(self) -> list[int]:
         """Kill engine process groups recorded by a daemon that died without stopping them."""
@@ -205,7 +205,7 @@ class Supervisor:
             log.warning("reaping engine left by a previous daemon", engine=record.get("engine"), pgid=pgid)
             _signal_group(pgid, signal.SIGKILL)
             reaped.append(pgid)
-        await self.store.write(self.RECORDS, [])
+        await self.store.save(self.RECORDS, [])
         return reaped
 
 

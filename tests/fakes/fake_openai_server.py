@@ -158,6 +158,16 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A client hanging up mid-stream (the daemon cancelling a chat whose own client
+        # left) is normal; say so in one line instead of a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            print(f"client {client_address} went away", flush=True)
+            return
+        super().handle_error(request, client_address)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = _parse(argv)
     print(f"fake-openai-server pid={os.getpid()} model={options.model}", flush=True)
@@ -168,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         helper = subprocess.Popen(["sleep", "3600"])  # same process group as ours
         print(f"HELPER {helper.pid}", flush=True)
     handler = type("Handler", (_Handler,), {"options": options})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _QuietServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     print(f"LISTENING {server.server_address[1]}", flush=True)
     try:
