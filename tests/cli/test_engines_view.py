@@ -15,6 +15,7 @@ import pytest
 
 from ltcai.engines.lmstudio import INSTALL_HINT as LMSTUDIO_HINT
 from ltcai.engines.ollama import INSTALL_HINT as OLLAMA_HINT
+from ltcai.plugins import DEFAULT_PLUGINS
 
 KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENROUTER_API_KEY", "GROQ_API_KEY", "TOGETHER_API_KEY", "OPENAI_BASE_URL")
 
@@ -77,4 +78,5 @@ def test_disabled_engines_are_not_listed(start_daemon: Any, bare_host: dict[str,
     daemon = start_daemon({**bare_host, "LTCAI_DISABLE_PLUGINS": "ollama,openai_remote"})
     names = {e["name"] for e in daemon.client.get("/engines").json()["engines"]}
     status = daemon.client.get("/status").json()
-    assert names == set(status["engines"]) == {"llamacpp", "vllm", "lmstudio", "fake"}
+    mlx = {"mlx"} if "ltcai.engines.mlx" in DEFAULT_PLUGINS else set()
+    assert names == set(status["engines"]) == {"llamacpp", "vllm", "lmstudio", "fake"} | mlx
