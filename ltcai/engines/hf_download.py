@@ -329,7 +329,8 @@ def _write_stamp(dest: Path, sha256: str) -> None:
     stat = dest.stat()
     stamp = _stamp_path(dest)
     tmp = stamp.with_name(stamp.name + ".tmp")
-    tmp.write_text(json.dumps({"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:  # private, as the file
+        fh.write(json.dumps({"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
     os.replace(tmp, stamp)
 
 

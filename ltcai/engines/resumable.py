@@ -36,7 +36,7 @@ import httpx
 from ..errors import DownloadError
 from .base import EngineContext
 
-__all__ = ["CHUNK_SIZE", "TransferResult", "fetch", "format_bytes", "partial_path"]
+__all__ = ["CHUNK_SIZE", "TransferResult", "fetch", "format_bytes", "make_private_dirs", "partial_path"]
 
 CHUNK_SIZE = 1 << 20
 _PROGRESS_INTERVAL_S = 0.1  # at most ~10 progress events a second
@@ -146,9 +146,24 @@ def _size_or_zero(path: Path) -> int:
         return 0
 
 
+def make_private_dirs(path: Path) -> None:
+    """``mkdir -p`` with every folder it creates 0700 (``Path.mkdir`` gives parents the
+    umask's 0755): which models a user keeps is theirs to know. Existing ones are left."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made meanwhile by another job
+        os.chmod(folder, 0o700)  # mkdir's mode is masked by the umask
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
@@ -193,7 +208,7 @@ async def fetch(
     label = label or dest.name
     partial, meta = partial_path(dest), _meta_path(dest)
     identity = {"sha256": sha256, "size": size} if sha256 else {"url": url, "size": size}
-    await ctx.run_sync(lambda: dest.parent.mkdir(parents=True, exist_ok=True))
+    await ctx.run_sync(make_private_dirs, dest.parent)
     if size is not None:  # fail before creating anything when the file clearly cannot fit
         have = await ctx.run_sync(_size_or_zero, partial)
         await _check_space(ctx, dest, size - min(have, size), label)

@@ -657,4 +657,6 @@ async def test_disk_filling_up_mid_download_keeps_the_partial_for_resume(
 
 def test_public_surface() -> None:
     assert hf_download.__all__ == ["download_gguf", "pick_gguf"]
-    assert resumable.__all__ == ["CHUNK_SIZE", "TransferResult", "fetch", "format_bytes", "partial_path"]
+    assert resumable.__all__ == [
+        "CHUNK_SIZE", "TransferResult", "fetch", "format_bytes", "make_private_dirs", "partial_path",
+    ]
