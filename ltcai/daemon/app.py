@@ -25,6 +25,7 @@ from ..config.settings import Settings, load_settings
 from ..errors import LtcaiError
 from ..plugins import build_plugin_host
 from ..config.token import ensure_token
+from ..engines.openai_client import ChatHTTP
 from . import sdnotify
 from .api import build_app
 from .control_socket import bind_control_socket, remove_socket, socket_identity
@@ -92,13 +93,14 @@ async def run_daemon(settings: Settings, *, allow_remote: bool = False) -> None:
     await anyio.to_thread.run_sync(store.prepare)
     plugins = build_plugin_host(disabled=settings.disable_plugins, extra_modules=_extra_plugin_modules())
     supervisor = Supervisor(store, paths.logs_dir)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0)) as http:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0)) as http, ChatHTTP() as chat_http:
         services = Services(
             settings=settings,
             store=store,
             plugins=plugins,
             supervisor=supervisor,
             http=http,
+            chat_http=chat_http,
             profiles=ProfileBook(store, plugins, settings.profiles),
             models=ModelRegistry(),
             jobs=JobManager(store),
@@ -127,6 +129,7 @@ async def run_daemon(settings: Settings, *, allow_remote: bool = False) -> None:
                 if interval:
                     root.start_soon(_watchdog, interval)
                 sdnotify.notify(f"READY=1\nSTATUS=listening on {paths.socket_path}\nMAINPID={os.getpid()}")
+                root.start_soon(chat_http.warm_up)  # after READY: start-up does not wait for it
                 log.info(
                     "ready", socket=str(paths.socket_path), http=settings.http, version=__version__, pid=os.getpid()
                 )

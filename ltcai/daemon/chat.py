@@ -115,7 +115,7 @@ async def list_served_models(http: httpx.AsyncClient, served: ServedModel) -> li
 
 
 async def _complete_raw(services: Services, served: ServedModel, request: ChatRequest) -> tuple[str, dict[str, Any]]:
-    answer = await openai_client.chat_completion(services.http, served, request)
+    answer = await openai_client.chat_completion(services.chat_http, served, request)
     choices = answer.get("choices") or [{}]
     content = (choices[0].get("message") or {}).get("content") or ""
     return content, answer
@@ -209,7 +209,7 @@ async def chat_stream(
     raw_parts: list[str] = []
     sent_anything = False
     finish_reason = None
-    async for chunk in openai_client.stream_chat_completion(services.http, loaded.served, request):
+    async for chunk in openai_client.stream_chat_completion(services.chat_http, loaded.served, request):
         raw_parts.append(chunk.content)
         finish_reason = chunk.finish_reason or finish_reason
         for delta in _deltas(processor.feed(chunk.content)):

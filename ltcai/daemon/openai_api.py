@@ -171,7 +171,7 @@ def openai_routes(services: Services) -> list[Route]:
             )
         _resolution, loaded = await _ready_model(services, model)
         params = generation_params(loaded.profile, _overrides(body))
-        answer = await openai_client.text_completion(services.http, loaded.served, ChatRequest([], params), prompt)
+        answer = await openai_client.text_completion(services.chat_http, loaded.served, ChatRequest([], params), prompt)
         text, _reasoning = chat.postprocess_text(services, loaded.profile, answer["text"])
         return JSONResponse(
             {

@@ -11,6 +11,7 @@ import httpx
 
 from ..config.settings import Settings
 from ..engines.base import EngineAdapter, EngineContext, ProgressFn
+from ..engines.openai_client import ChatHTTP
 from ..errors import UnknownEngine
 from ..plugins import PluginHost
 from .jobs import JobManager
@@ -32,7 +33,8 @@ class Services:
     store: StateStore
     plugins: PluginHost
     supervisor: Supervisor
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # the control plane: readiness, engine APIs, downloads
+    chat_http: ChatHTTP  # the data path: chat requests to engine servers
     profiles: ProfileBook
     models: ModelRegistry
     jobs: JobManager

@@ -1,22 +1,84 @@
-"""The OpenAI-compatible client every engine server is spoken to through.
+"""The OpenAI-compatible client every engine server is spoken to through: the data path.
 
 llama.cpp's, MLX's, vLLM's, LM Studio's and Ollama's servers all answer
 ``POST /v1/chat/completions``; one client for all of them keeps request shaping and
 error mapping in one place. Chunks are yielded as they arrive (no coalescing).
+
+Chat traffic goes through aiohttp, not the daemon's httpx client: measured against a
+loopback upstream (bench/bench_proxy.py), a keep-alive request costs httpx ~1.4 ms of
+CPU and aiohttp ~0.5 ms on these 2 cores, and that is most of what ltcai adds to a
+chat. httpx stays for the control plane (readiness polls, engine APIs, downloads).
+aiohttp is imported in a worker thread on first use (or by ``warm_up`` after the
+daemon is ready), so it costs the daemon's start-up nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+import anyio
 
 from ..errors import ChatError
 from .base import ChatChunk, ChatRequest, ServedModel
 
-__all__ = ["chat_completion", "stream_chat_completion", "text_completion"]
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["ChatHTTP", "chat_completion", "stream_chat_completion", "text_completion"]
+
+# An idle connection is dropped before uvicorn (llama_cpp.server, mlx_lm, vLLM) closes
+# it after 5 s, so a request never goes out on a connection the server is closing.
+_KEEPALIVE_S = 4.0
+_CONNECT_TIMEOUT_S = 5.0
+_READ_TIMEOUT_S = 600.0  # between two reads: a long generation streams, a dead one stops
+
+
+class ChatHTTP:
+    """The pooled keep-alive connections to engine servers; one per daemon, closed at exit."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._aiohttp: Any = None
+
+    async def warm_up(self) -> None:
+        """Import aiohttp off the event loop, so the first chat does not wait for it."""
+        if self._aiohttp is None:
+            self._aiohttp = await anyio.to_thread.run_sync(importlib.import_module, "aiohttp")
+
+    async def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            await self.warm_up()
+            aio = self._aiohttp
+            self._session = aio.ClientSession(
+                connector=aio.TCPConnector(limit=0, keepalive_timeout=_KEEPALIVE_S),
+                timeout=aio.ClientTimeout(total=None, connect=_CONNECT_TIMEOUT_S, sock_read=_READ_TIMEOUT_S),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    def _timeout(self, seconds: float | None) -> Any:
+        if seconds is None:
+            return None  # the session's
+        return self._aiohttp.ClientTimeout(total=seconds, connect=_CONNECT_TIMEOUT_S)
+
+    def transport_errors(self) -> tuple[type[BaseException], ...]:
+        return (self._aiohttp.ClientError, asyncio.TimeoutError)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> ChatHTTP:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 def _payload(served: ServedModel, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
@@ -27,91 +89,128 @@ def _payload(served: ServedModel, request: ChatRequest, *, stream: bool) -> dict
     return payload
 
 
-def _engine_error(served: ServedModel, exc: Exception) -> ChatError:
-    if isinstance(exc, httpx.HTTPStatusError):
-        if exc.response.status_code in (401, 403):
-            # No body: remote providers echo (part of) a rejected API key in it.
-            return ChatError(
-                f"{served.engine} rejected the credentials (HTTP {exc.response.status_code})",
-                hint=f"check the API key configured for {served.engine}",
-                code="auth_failed",
-            )
-        body = exc.response.text[:300]
-        for value in served.headers.values():  # never echo a credential back
-            secret = value.removeprefix("Bearer ")
-            if len(secret) >= 8:
-                body = body.replace(secret, "<redacted>")
+def _status_error(served: ServedModel, status: int, body: str) -> ChatError:
+    if status in (401, 403):
+        # No body: remote providers echo (part of) a rejected API key in it.
         return ChatError(
-            f"{served.engine} answered HTTP {exc.response.status_code}: {body}",
-            hint="see the engine log with `ltcai logs --engine " + served.engine + "`",
+            f"{served.engine} rejected the credentials (HTTP {status})",
+            hint=f"check the API key configured for {served.engine}",
+            code="auth_failed",
         )
+    body = body[:300]
+    for value in served.headers.values():  # never echo a credential back
+        secret = value.removeprefix("Bearer ")
+        if len(secret) >= 8:
+            body = body.replace(secret, "<redacted>")
     return ChatError(
-        f"{served.engine} server at {served.base_url} is not answering ({type(exc).__name__}: {exc})",
+        f"{served.engine} answered HTTP {status}: {body}",
+        hint="see the engine log with `ltcai logs --engine " + served.engine + "`",
+    )
+
+
+def _transport_error(served: ServedModel, exc: BaseException) -> ChatError:
+    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return ChatError(
+        f"{served.engine} server at {served.base_url} is not answering ({detail})",
         hint="the engine may have stopped; run `ltcai prepare` for the model again",
         code="engine_unreachable",
     )
 
 
+async def _post_json(
+    http: ChatHTTP, served: ServedModel, path: str, payload: dict[str, Any], timeout: float | None
+) -> dict[str, Any]:
+    session = await http.session()
+    try:
+        async with session.post(
+            served.base_url + path,
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json", **served.headers},
+            timeout=http._timeout(timeout),
+        ) as response:
+            body = await response.read()
+            status = response.status
+    except http.transport_errors() as exc:
+        raise _transport_error(served, exc) from exc
+    if status >= 400:
+        raise _status_error(served, status, body.decode(errors="replace"))
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise ChatError(
+            f"{served.engine} answered something that is not JSON: {body[:200]!r}",
+            hint="see the engine log with `ltcai logs --engine " + served.engine + "`",
+            code="engine_bad_answer",
+        ) from exc
+
+
 async def chat_completion(
-    http: httpx.AsyncClient, served: ServedModel, request: ChatRequest, *, timeout: float | None = None
+    http: ChatHTTP, served: ServedModel, request: ChatRequest, *, timeout: float | None = None
 ) -> dict[str, Any]:
     """One non-streaming completion; returns the engine's JSON answer."""
-    try:
-        response = await http.post(
-            served.base_url + "/chat/completions",
-            json=_payload(served, request, stream=False),
-            headers=served.headers,
-            timeout=timeout,
-        )
-        response.raise_for_status()
-        return response.json()
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
-        raise _engine_error(served, exc) from exc
+    return await _post_json(http, served, "/chat/completions", _payload(served, request, stream=False), timeout)
 
 
 async def stream_chat_completion(
-    http: httpx.AsyncClient, served: ServedModel, request: ChatRequest, *, timeout: float | None = None
+    http: ChatHTTP, served: ServedModel, request: ChatRequest, *, timeout: float | None = None
 ) -> AsyncIterator[ChatChunk]:
     """Stream content deltas as the engine sends them (Server-Sent Events)."""
+    session = await http.session()
     try:
-        async with http.stream(
-            "POST",
+        async with session.post(
             served.base_url + "/chat/completions",
-            json=_payload(served, request, stream=True),
-            headers=served.headers,
-            timeout=timeout,
+            data=json.dumps(_payload(served, request, stream=True)).encode(),
+            headers={"Content-Type": "application/json", **served.headers},
+            timeout=http._timeout(timeout),
         ) as response:
-            if response.status_code >= 400:
-                await response.aread()
-                response.raise_for_status()
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    return
-                event = json.loads(data)
-                for choice in event.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    content = delta.get("content") or ""
-                    finish = choice.get("finish_reason")
-                    if content or finish:
-                        yield ChatChunk(content=content, finish_reason=finish)
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
-        raise _engine_error(served, exc) from exc
+            if response.status >= 400:
+                body = await response.read()
+                raise _status_error(served, response.status, body.decode(errors="replace"))
+            pending = b""
+            # Whatever one network read brings is split into events and yielded at once.
+            async for data in response.content.iter_any():
+                pending += data
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not line.startswith(b"data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        return
+                    for chunk in _chunks_of(served, payload):
+                        yield chunk
+    except http.transport_errors() as exc:
+        raise _transport_error(served, exc) from exc
+
+
+def _chunks_of(served: ServedModel, payload: bytes) -> list[ChatChunk]:
+    try:
+        event = json.loads(payload)
+    except ValueError as exc:
+        raise ChatError(
+            f"{served.engine} streamed an event that is not JSON: {payload[:200]!r}",
+            code="engine_bad_answer",
+        ) from exc
+    if isinstance(event, dict) and event.get("error"):
+        error = event["error"]
+        message = error.get("message") if isinstance(error, dict) else str(error)
+        raise ChatError(f"{served.engine} failed mid-answer: {message}")
+    chunks = []
+    for choice in event.get("choices") or ():
+        delta = choice.get("delta") or {}
+        content = delta.get("content") or ""
+        finish = choice.get("finish_reason")
+        if content or finish:
+            chunks.append(ChatChunk(content=content, finish_reason=finish))
+    return chunks
 
 
 async def text_completion(
-    http: httpx.AsyncClient, served: ServedModel, request: ChatRequest, prompt: str, *, timeout: float | None = None
+    http: ChatHTTP, served: ServedModel, request: ChatRequest, prompt: str, *, timeout: float | None = None
 ) -> dict[str, Any]:
     """A legacy ``/completions`` call; returns ``{"text", "finish_reason", "usage"}``."""
     payload = {k: v for k, v in _payload(served, request, stream=False).items() if k != "messages"}
     payload["prompt"] = prompt
-    try:
-        response = await http.post(served.base_url + "/completions", json=payload, headers=served.headers, timeout=timeout)
-        response.raise_for_status()
-        answer = response.json()
-    except (httpx.HTTPError, json.JSONDecodeError) as exc:
-        raise _engine_error(served, exc) from exc
+    answer = await _post_json(http, served, "/completions", payload, timeout)
     choice = (answer.get("choices") or [{}])[0]
     return {"text": choice.get("text") or "", "finish_reason": choice.get("finish_reason"), "usage": answer.get("usage")}

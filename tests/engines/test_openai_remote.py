@@ -40,6 +40,7 @@ from ltcai.compat import REMOTE_PROVIDERS, resolve
 from ltcai.engines import openai_client, openai_remote
 from ltcai.engines.base import ChatRequest, EngineContext, ServedModel
 from ltcai.engines.local_server import free_port
+from ltcai.engines.openai_client import ChatHTTP
 from ltcai.engines.openai_remote import PROVIDERS, RemoteOpenAIEngine, SecretHeaders
 from ltcai.errors import ChatError, EngineError, EngineUnavailable, LtcaiError
 
@@ -63,6 +64,12 @@ class Progress:
 @pytest_asyncio.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient() as client:
+        yield client
+
+
+@pytest_asyncio.fixture
+async def chat() -> AsyncIterator[ChatHTTP]:
+    async with ChatHTTP() as client:
         yield client
 
 
@@ -264,14 +271,14 @@ async def test_a_wrong_key_is_auth_failed_naming_the_variable_not_the_key(
 
 
 @pytest.mark.asyncio
-async def test_chat_with_a_wrong_key_does_not_echo_it(fake_url: str, http: httpx.AsyncClient) -> None:
+async def test_chat_with_a_wrong_key_does_not_echo_it(fake_url: str, http: httpx.AsyncClient, chat: ChatHTTP) -> None:
     """The fake's 401 body repeats the key (as OpenAI's does); the chat error must not."""
     served = ServedModel("openai", "remote-model", fake_url, headers=SecretHeaders(Authorization=f"Bearer {WRONG_KEY}"))
     request = ChatRequest(QUESTION, {"max_tokens": 8})
     with pytest.raises(ChatError) as err:
-        await openai_client.chat_completion(http, served, request)
+        await openai_client.chat_completion(chat, served, request)
     with pytest.raises(ChatError) as stream_err:
-        async for _ in openai_client.stream_chat_completion(http, served, request):
+        async for _ in openai_client.stream_chat_completion(chat, served, request):
             pass
     for error in (err.value, stream_err.value):
         assert error.code == "auth_failed"
@@ -312,14 +319,14 @@ async def test_serve_without_a_key_for_a_hosted_provider_fails_before_any_reques
 
 
 @pytest.mark.asyncio
-async def test_chat_stream_and_non_stream_through_the_fast_path(fake_url: str, http: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_chat_stream_and_non_stream_through_the_fast_path(fake_url: str, http: httpx.AsyncClient, chat: ChatHTTP, tmp_path: Path) -> None:
     adapter = engine("openai", OPENAI_API_KEY=KEY)
     ctx = make_ctx(http, tmp_path, base_url=fake_url)
     served = await adapter.serve(ctx, resolve("openai:other-model"), None)
     await adapter.load(ctx, served)
     assert adapter.chat_stream(served, ChatRequest(QUESTION, {})) is None  # the OpenAI client is used
-    answer = await openai_client.chat_completion(http, served, ChatRequest(QUESTION, {"max_tokens": 16}))
-    chunks = [c async for c in openai_client.stream_chat_completion(http, served, ChatRequest(QUESTION, {"max_tokens": 16}))]
+    answer = await openai_client.chat_completion(chat, served, ChatRequest(QUESTION, {"max_tokens": 16}))
+    chunks = [c async for c in openai_client.stream_chat_completion(chat, served, ChatRequest(QUESTION, {"max_tokens": 16}))]
     assert answer["model"] == "other-model"
     assert answer["choices"][0]["message"]["content"] == "2 + 2 = 4."
     assert "".join(c.content for c in chunks) == "2 + 2 = 4." and chunks[-1].finish_reason == "stop"
@@ -333,7 +340,7 @@ def test_anthropic_sends_its_own_key_header_too() -> None:
 
 
 @pytest.mark.asyncio
-async def test_the_key_appears_nowhere(fake_url: str, http: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_the_key_appears_nowhere(fake_url: str, http: httpx.AsyncClient, chat: ChatHTTP, tmp_path: Path) -> None:
     """A whole session — check, serve, load, chat, and every failure — leaks the key nowhere."""
     shown: list[str] = []
     progress = Progress()
@@ -348,7 +355,7 @@ async def test_the_key_appears_nowhere(fake_url: str, http: httpx.AsyncClient, t
                     served = await adapter.serve(ctx, resolve(f"openai:{model}"), None)
                     shown += [repr(served), str(served)]
                     await adapter.load(ctx, served)
-                    await openai_client.chat_completion(http, served, ChatRequest(QUESTION, {"max_tokens": 8}))
+                    await openai_client.chat_completion(chat, served, ChatRequest(QUESTION, {"max_tokens": 8}))
                 except LtcaiError as exc:
                     shown.append(texts_of(exc))
         # Through the config rather than the environment, and to an unreachable port.
@@ -411,7 +418,7 @@ def llamacpp_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.mark.asyncio
-async def test_openai_provider_against_a_real_llamacpp_server(llamacpp_url: str, http: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_openai_provider_against_a_real_llamacpp_server(llamacpp_url: str, http: httpx.AsyncClient, chat: ChatHTTP, tmp_path: Path) -> None:
     """check → serve → load → chat, the ``openai`` provider pointed at a real llama.cpp server."""
     adapter = engine("openai", OPENAI_API_KEY=LLAMA_KEY)
     ctx = make_ctx(http, tmp_path, base_url=llamacpp_url)
@@ -421,8 +428,8 @@ async def test_openai_provider_against_a_real_llamacpp_server(llamacpp_url: str,
         served = await adapter.serve(ctx, resolve(f"openai:{LLAMA_ALIAS}"), None)
         loaded = await adapter.load(ctx, served)
         request = ChatRequest(QUESTION, {"max_tokens": 24, "temperature": 0.0})
-        answer = await openai_client.chat_completion(http, served, request, timeout=60)
-        streamed = [c async for c in openai_client.stream_chat_completion(http, served, request, timeout=60)]
+        answer = await openai_client.chat_completion(chat, served, request, timeout=60)
+        streamed = [c async for c in openai_client.stream_chat_completion(chat, served, request, timeout=60)]
     assert loaded is not None and loaded.loaded
     assert answer["choices"][0]["message"]["content"].strip()
     assert "".join(c.content for c in streamed).strip()

@@ -33,6 +33,7 @@ from ltcai.compat import Resolution, resolve
 from ltcai.daemon.store import StateStore, ensure_private_dir
 from ltcai.daemon.supervisor import Supervisor
 from ltcai.engines import openai_client, vllm
+from ltcai.engines.openai_client import ChatHTTP
 from ltcai.engines.base import ChatRequest, DownloadResult, EngineContext
 from ltcai.engines.vllm import NO_ACCELERATOR, PASSTHROUGH_FLAGS, VllmEngine, detect_accelerator
 from ltcai.errors import DownloadError, EngineUnavailable, InvalidRequest, ServerStartError
@@ -54,6 +55,7 @@ class Progress:
 class Harness:
     tmp: Path
     http: httpx.AsyncClient
+    chat: ChatHTTP
     supervisor: Supervisor
     progress: Progress
 
@@ -74,9 +76,9 @@ class Harness:
 async def harness(tmp: Path) -> AsyncIterator[Harness]:
     """A real Supervisor running in a task group, a real HTTP client; every engine stopped after."""
     supervisor = Supervisor(StateStore(ensure_private_dir(tmp / "state")), tmp / "logs")
-    async with httpx.AsyncClient() as http, anyio.create_task_group() as tg:
+    async with httpx.AsyncClient() as http, ChatHTTP() as chat, anyio.create_task_group() as tg:
         await tg.start(supervisor.run)
-        yield Harness(tmp, http, supervisor, Progress())
+        yield Harness(tmp, http, chat, supervisor, Progress())
         tg.cancel_scope.cancel()
 
 
@@ -268,8 +270,8 @@ async def test_served_model_name_option_is_the_id_chat_uses(tmp_path: Path) -> N
         try:
             assert await engine.load(h.ctx(**options), served) is None  # loaded at start
             request = ChatRequest([{"role": "user", "content": "What is 2 + 2?"}], {"max_tokens": 16})
-            answer = await openai_client.chat_completion(h.http, served, request)
-            chunks = [c async for c in openai_client.stream_chat_completion(h.http, served, request)]
+            answer = await openai_client.chat_completion(h.chat, served, request)
+            chunks = [c async for c in openai_client.stream_chat_completion(h.chat, served, request)]
         finally:
             assert served.process is not None
             await engine.unload(h.ctx(**options), served)
@@ -353,7 +355,7 @@ async def test_live_vllm_check_download_serve_chat(tmp_path: Path) -> None:
         served = await engine.serve(h.ctx(**options), resolution(model), download)
         try:
             request = ChatRequest([{"role": "user", "content": "What is 2 + 2?"}], {"max_tokens": 32})
-            answer = await openai_client.chat_completion(h.http, served, request, timeout=120)
+            answer = await openai_client.chat_completion(h.chat, served, request, timeout=120)
         finally:
             await engine.unload(h.ctx(**options), served)
     assert answer["choices"][0]["message"]["content"].strip()
