@@ -1,8 +1,8 @@
 """Micro-benchmark of streamed post-processing (SPEC.md §3), the chat hot path.
 
 Streams a realistic ~200-token answer in 1–6 character chunks through each family step
-list, plain and as gpt-oss harmony output, and prints the cost per chunk. No assertions:
-run it before and after touching ``ltcai/compat/_postprocess.py``.
+list, plain and as gpt-oss harmony output, and reports the cost per chunk. No assertions:
+run it before and after touching ``ltcai/compat/_postprocess.py`` (part of ``run_all.py``).
 
     .venv/bin/python bench/bench_postprocess.py
 """
@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 
+from _common import BenchEnv, Section, Target, log
 from ltcai.compat._postprocess import (
     HarmonyStreamPostprocessor,
     StreamPostprocessor,
@@ -21,6 +22,7 @@ from ltcai.compat._postprocess import (
     postprocess_harmony,
 )
 
+TITLE = "5. Compat post-processing cost per streamed chunk"
 STEP_LISTS = (("strip_role_tokens",), ("trim_after_user_marker", "strip_role_tokens"))
 ROUNDS = 300
 
@@ -52,10 +54,10 @@ def chunked(text: str, rng: random.Random) -> list[str]:
     return chunks
 
 
-def per_chunk_us(run: Callable[[list[str]], object], chunks: list[str]) -> tuple[float, float]:
-    """Median and best µs per chunk over ROUNDS runs (each run builds a fresh processor)."""
+def per_chunk_us(run: Callable[[list[str]], object], chunks: list[str], rounds: int) -> tuple[float, float]:
+    """Median and best µs per chunk over ``rounds`` runs (each run builds a fresh processor)."""
     samples = []
-    for _ in range(ROUNDS):
+    for _ in range(rounds):
         start = time.perf_counter_ns()
         run(chunks)
         samples.append((time.perf_counter_ns() - start) / len(chunks) / 1000)
@@ -84,25 +86,42 @@ def stream_harmony(steps: tuple[str, ...]) -> Callable[[list[str]], object]:
     return run
 
 
-def main() -> None:
+def run(env: BenchEnv) -> Section:
+    section = Section(TITLE)
+    rounds = 60 if env.quick else ROUNDS
     rng = random.Random(0)
     plain, harmony = chunked(ANSWER, rng), chunked(HARMONY, rng)
-    print(f"answer: {len(ANSWER)} chars in {len(plain)} chunks;", end=" ")
-    print(f"harmony: {len(HARMONY)} chars in {len(harmony)} chunks")
-    print(f"{'steps':50} {'mode':8} {'median µs/chunk':>16} {'best':>8} {'whole µs':>9}")
+    log("postprocess: streamed post-processing per chunk")
+    baseline = per_chunk_us(stream_plain(()), plain, rounds)[0]
+    rows, worst = [], 0.0
     for steps in STEP_LISTS:
-        for mode, run, chunks, whole in (
+        for mode, runner, chunks, whole in (
             ("plain", stream_plain(steps), plain, lambda: apply_postprocess(ANSWER, steps)),
             ("harmony", stream_harmony(steps), harmony, lambda: postprocess_harmony(HARMONY, steps)),
         ):
-            median, best = per_chunk_us(run, chunks)
+            median, best = per_chunk_us(runner, chunks, rounds)
             start = time.perf_counter_ns()
-            for _ in range(ROUNDS):
+            for _ in range(rounds):
                 whole()
-            whole_us = (time.perf_counter_ns() - start) / ROUNDS / 1000
-            print(f"{' + '.join(steps):50} {mode:8} {median:16.2f} {best:8.2f} {whole_us:9.1f}")
-    baseline = per_chunk_us(stream_plain(()), plain)[0]
-    print(f"{'(no steps: call overhead only)':50} {'plain':8} {baseline:16.2f}")
+            whole_us = (time.perf_counter_ns() - start) / rounds / 1000
+            worst = max(worst, median)
+            rows.append(f"| {' + '.join(steps)} | {mode} | {median:.2f} | {best:.2f} | {whole_us:.1f} |")
+    section.add(
+        f"A ~200-token answer ({len(ANSWER)} characters) streamed in {len(plain)} chunks of 1–6 characters "
+        f"(harmony: {len(HARMONY)} characters, {len(harmony)} chunks) through each family's step list; "
+        f"median of {rounds} runs, each with a fresh processor. "
+        f"The direct path has no post-processing: the floor is the bare call loop ({baseline:.2f} µs/chunk).",
+        "",
+        "| steps | output | median µs/chunk | best µs/chunk | whole answer at once, µs |",
+        "|---|---|---|---|---|",
+        *rows,
+    )
+    section.targets.append(Target("post-processing cost per streamed chunk (worst step list, median)", worst, 5, "µs"))
+    return section
+
+
+def main() -> None:
+    print(run(BenchEnv(quick=False)).markdown())
 
 
 if __name__ == "__main__":

@@ -1,0 +1,122 @@
+"""Chat through ltcai against straight to the engine server, real llama.cpp + SmolLM2.
+
+The same request (temperature 0, a fixed seed, explicit stops and max_tokens, so both
+sides generate the same tokens) goes to the ``llama_cpp.server`` process the daemon
+started, directly on its loopback port, and through ltcai's OpenAI-compatible API on
+loopback TCP (bearer token) — the same transport — plus a Unix-socket row. Requests
+alternate between the two paths (``_paired``); the added latency is the per-pair
+difference. llama.cpp serves one request at a time, so at 16 clients both paths queue
+behind the engine and the differences carry that queueing noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+from _common import BenchEnv, Dist, Section, Target, dist_header, dist_row, fmt, log
+from _paired import Endpoint, PairedResult, paired
+
+TITLE = "3. Chat through ltcai vs straight to the engine (llama.cpp, SmolLM2)"
+MODEL = "smollm2"
+
+
+def _request(engine_model: str) -> dict[str, object]:
+    return {
+        "model": engine_model,
+        "messages": [{"role": "user", "content": "What is 2+2? Answer in one short sentence."}],
+        "temperature": 0.0,
+        "top_p": 1.0,
+        "seed": 7,
+        "max_tokens": 16,
+        "stop": ["<|im_end|>", "<|endoftext|>"],
+    }
+
+
+def _diff_row(label: str, result: PairedResult) -> str:
+    d = Dist.of(v / 1e6 for v in result.diffs)
+    return f"| {label} | {d.n} | {fmt(d.p50, 2)} | {fmt(d.p90, 2)} | {fmt(d.p99, 2)} | {fmt(statistics.fmean(result.diffs) / 1e6, 2)} |"
+
+
+async def _measure(direct: Endpoint, tcp: Endpoint, uds: Endpoint, engine_model: str, quick: bool) -> dict[str, PairedResult]:
+    n1, n16 = (8, 2) if quick else (40, 5)
+    # ltcai is asked for the alias; the engine knows only the id it was started with.
+    kw = {"ltcai_model": MODEL}
+    out: dict[str, PairedResult] = {}
+    for label, ltcai in (("tcp", tcp), ("uds", uds)):
+        log(f"chat: non-streaming, 1 client, {label}")
+        out[f"once_1_{label}"] = await paired(direct, ltcai, _request(engine_model), pairs_per_client=n1, **kw)
+    log("chat: streaming, 1 client")
+    out["stream_1"] = await paired(direct, tcp, _request(engine_model), pairs_per_client=n1, stream=True, **kw)
+    log("chat: non-streaming, 16 clients")
+    out["once_16"] = await paired(direct, tcp, _request(engine_model), pairs_per_client=n16, clients=16, **kw)
+    log("chat: streaming, 16 clients")
+    out["stream_16"] = await paired(direct, tcp, _request(engine_model), pairs_per_client=n16, clients=16, stream=True, **kw)
+    return out
+
+
+def run(env: BenchEnv) -> Section:
+    section = Section(TITLE)
+    daemon = env.smollm2_ready()
+    served = next(m for m in daemon.get("/models")["models"] if m["input_id"] == MODEL)
+    port = int(served["base_url"].split(":")[2].split("/")[0])
+    engine_model = served["model"]
+    direct = Endpoint("direct", port=port)
+    auth = {"Authorization": f"Bearer {daemon.token}"}
+    tcp = Endpoint("ltcai tcp", port=daemon.port, headers=auth)
+    uds = Endpoint("ltcai uds", uds=daemon.socket)
+    out = asyncio.run(_measure(direct, tcp, uds, engine_model, env.quick))
+
+    s1, s16 = out["stream_1"], out["stream_16"]
+    same_chunks = all(
+        d.content_events == lt.content_events for d, lt in zip(s1.direct_streams, s1.ltcai_streams, strict=True)
+    )
+    texts = {s.text for s in s1.direct_streams}
+    section.add(
+        f"`llama_cpp.server` (pid {served['pid']}) straight on its port vs ltcai's `/v1/chat/completions`; "
+        "each client alternates the two paths. Answer: " + repr(next(iter(texts))) + ".",
+        "",
+        "Latency per request (non-streaming) and time to first token (streaming):",
+        "",
+        dist_header("ms", with_ratio=True),
+        dist_row("direct, non-streaming, 1 client", out["once_1_tcp"].ms("direct"), 1),
+        dist_row("ltcai TCP, non-streaming, 1 client", out["once_1_tcp"].ms("ltcai"), 1, out["once_1_tcp"].ms("direct")),
+        dist_row("ltcai Unix socket, non-streaming, 1 client", out["once_1_uds"].ms("ltcai"), 1, out["once_1_uds"].ms("direct")),
+        dist_row("direct, TTFT, 1 client", s1.ms("direct"), 1),
+        dist_row("ltcai TCP, TTFT, 1 client", s1.ms("ltcai"), 1, s1.ms("direct")),
+        dist_row("direct, non-streaming, 16 clients", out["once_16"].ms("direct"), 1),
+        dist_row("ltcai TCP, non-streaming, 16 clients", out["once_16"].ms("ltcai"), 1, out["once_16"].ms("direct")),
+        dist_row("direct, TTFT, 16 clients", s16.ms("direct"), 1),
+        dist_row("ltcai TCP, TTFT, 16 clients", s16.ms("ltcai"), 1, s16.ms("direct")),
+        "",
+        "Added by ltcai, per pair (ltcai − direct, same client, back to back):",
+        "",
+        "| | pairs | p50 ms | p90 ms | p99 ms | mean ms |",
+        "|---|---|---|---|---|---|",
+        _diff_row("non-streaming, 1 client, TCP", out["once_1_tcp"]),
+        _diff_row("non-streaming, 1 client, Unix socket", out["once_1_uds"]),
+        _diff_row("streaming TTFT, 1 client", s1),
+        _diff_row("non-streaming, 16 clients", out["once_16"]),
+        _diff_row("streaming TTFT, 16 clients", s16),
+        "",
+        "Inter-chunk gaps (streaming, between content events):",
+        "",
+        dist_header("ms", with_ratio=True),
+        dist_row("direct, 1 client", s1.gaps_ms("direct"), 2),
+        dist_row("ltcai, 1 client", s1.gaps_ms("ltcai"), 2, s1.gaps_ms("direct")),
+        dist_row("direct, 16 clients", s16.gaps_ms("direct"), 2),
+        dist_row("ltcai, 16 clients", s16.gaps_ms("ltcai"), 2, s16.gaps_ms("direct")),
+        "",
+        f"Chunk coalescing: every ltcai stream had the same number of content events as the direct one: "
+        f"**{'yes' if same_chunks else 'NO'}** ({s1.direct_streams[0].content_events} events per answer).",
+    )
+    if not same_chunks:
+        section.problems.append("ltcai coalesced or split streamed chunks")
+    d1 = Dist.of(v / 1e6 for v in out["once_1_tcp"].diffs)
+    dt = Dist.of(v / 1e6 for v in s1.diffs)
+    section.targets += [
+        Target("real engine: added latency p50, non-streaming, 1 client", d1.p50, 2, "ms"),
+        Target("real engine: streaming TTFT overhead p50, 1 client", dt.p50, 2, "ms"),
+    ]
+    return section
+
