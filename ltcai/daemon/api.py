@@ -111,7 +111,11 @@ def build_app(services: Services) -> Starlette:
         if loaded is not None and loaded.ready and not force:
             job = services.jobs.jobs.get(loaded.job_id)
         if job is None:
-            job, _created = services.jobs.start(resolution, lambda j: run_prepare(services, j))
+            job, created = services.jobs.start(resolution, lambda j: run_prepare(services, j))
+            if created:
+                # On disk before the client hears of it: a job id we answered with must
+                # still be there (INTERRUPTED) after a kill -9 a millisecond later.
+                await services.jobs.persist(job)
         if not stream:
             return JSONResponse(job.summary(), status_code=202)
         return _ndjson(job.follow())

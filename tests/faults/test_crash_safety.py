@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fake_hf_hub import SlowHub, hf_model_path
 
 from ltcai.daemon.store import StateStore
@@ -171,3 +172,41 @@ def test_daemon_killed_with_engines_serving_leaves_none_and_the_next_reaps_lefto
     assert reaped == [servers["fake-helper-k3"]]
     assert second.client.get("/models").json()["models"] == []
     assert json.loads((second.state_dir / "engines.json").read_text()) == []
+
+
+# ------------------------------------------------- a daemon SIGKILLed while it writes state
+
+
+def test_a_daemon_killed_while_jobs_write_their_records_always_restarts_with_readable_state(
+    start_daemon, daemon_root, async_client_for
+):
+    """Twice: 20 FAKE prepares in flight (each writes its record at every state up
+    to a download that hangs), SIGKILL, restart. Every record reads back; none is set
+    aside as corrupt."""
+    seen_jobs: set[str] = set()
+    for cycle in range(2):
+        daemon = start_daemon()
+        listed = {j["job_id"] for j in daemon.client.get("/jobs").json()["jobs"]}
+        assert seen_jobs <= listed, "a job record was lost to a SIGKILL"
+
+        async def burst() -> None:
+            async with async_client_for(daemon.socket_path) as client:
+                async def one(i: int) -> None:
+                    response = await client.post(
+                        "/prepare", json={"model": f"fake-hang-download-c{cycle}-{i}", "engine": "fake", "stream": False}
+                    )
+                    seen_jobs.add(response.json()["job_id"])
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(20):
+                        tg.start_soon(one, i)
+                await anyio.sleep(0.03 * cycle)  # while their records are being written
+
+        anyio.run(burst)
+        daemon.kill()
+    final = start_daemon()
+    listed = {j["job_id"]: j for j in final.client.get("/jobs").json()["jobs"]}
+    assert seen_jobs <= set(listed)
+    assert {listed[j]["state"] for j in seen_jobs} == {"interrupted"}
+    assert list((daemon_root / "d" / "state").rglob("*.corrupt-*")) == []
+    assert list((daemon_root / "d" / "state").rglob(".*.tmp")) == []
