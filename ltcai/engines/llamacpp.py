@@ -155,6 +155,10 @@ class LlamaCppEngine(EngineAdapter):
             "--host", "127.0.0.1",
             "--port", str(port),
             "--n_ctx", str(options.get("n_ctx", 4096)),
+            # Its default ends a running stream with [DONE] when another request arrives:
+            # one client's answer would be cut short by the next. ltcai serves many
+            # clients, so requests queue instead.
+            "--interrupt_requests", "false",
         ]  # fmt: skip
         if options.get("n_threads"):
             argv += ["--n_threads", str(options["n_threads"])]

@@ -7,6 +7,8 @@ on what the classifier says of the real answers, never on tuned prompts.
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import json
 import os
 import signal
@@ -63,6 +65,25 @@ def test_chat_through_the_daemon_is_clean_streamed_or_not(e2e_daemon: RunningDae
     streamed = "".join(e["content"] for e in chunks)
     assert streamed.strip() and len(chunks) > 1  # token by token, not one coalesced blob
     assert not any(marker in streamed for marker in BAD_MARKERS)
+
+
+def test_concurrent_streams_each_get_the_whole_answer(e2e_daemon: RunningDaemon) -> None:
+    """llama_cpp.server cuts a running stream short when another request arrives, unless
+    started with ``--interrupt_requests false``: two clients streaming at once must each
+    get the same answer one client alone gets (temperature 0, fixed seed)."""
+    e2e_daemon.prepare("smollm2")
+    body = {"model": "smollm2", "prompt": "Count from one to twenty in words.", "max_tokens": 64, "temperature": 0, "seed": 1}
+    alone = e2e_daemon.client().post("/chat", body)["content"]
+    assert len(alone) > 40, alone
+
+    def stream() -> str:
+        events = list(e2e_daemon.client().stream("POST", "/chat", {**body, "stream": True}))
+        assert events[-1].get("finish_reason"), events[-1]
+        return "".join(e.get("content", "") for e in events)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        answers = [f.result(timeout=180) for f in [pool.submit(stream), pool.submit(stream)]]
+    assert answers == [alone, alone]
 
 
 def test_cli_prepare_and_chat(e2e_daemon: RunningDaemon) -> None:
