@@ -73,7 +73,10 @@ async def _once(conn: RawConnection, endpoint: Endpoint, body: bytes) -> int:
 
 
 async def _stream(conn: RawConnection, endpoint: Endpoint, body: bytes) -> StreamSample:
-    response = await conn.stream_events("POST", endpoint.path, body, endpoint.headers)
+    try:
+        response = await conn.stream_events("POST", endpoint.path, body, endpoint.headers)
+    except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        raise RuntimeError(f"{endpoint.label}: the stream was cut off ({type(exc).__name__})") from exc
     if response.status != 200:
         raise RuntimeError(f"{endpoint.label}: HTTP {response.status}")
     arrivals, pieces = [], []

@@ -15,7 +15,7 @@ import asyncio
 import statistics
 
 from _common import BenchEnv, Dist, Section, Target, dist_header, dist_row, fmt, log
-from _paired import Endpoint, PairedResult, paired
+from _paired import Endpoint, PairedResult, paired, throughput
 
 TITLE = "3. Chat through ltcai vs straight to the engine (llama.cpp, SmolLM2)"
 MODEL = "smollm2"
@@ -52,6 +52,13 @@ async def _measure(direct: Endpoint, tcp: Endpoint, uds: Endpoint, engine_model:
     out["once_16"] = await paired(direct, tcp, _request(engine_model), pairs_per_client=n16, clients=16, **kw)
     log("chat: streaming, 16 clients")
     out["stream_16"] = await paired(direct, tcp, _request(engine_model), pairs_per_client=n16, clients=16, stream=True, **kw)
+    log("chat: throughput, 16 clients")
+    rates: dict[str, list[float]] = {"direct": [], "ltcai": []}
+    for _ in range(1 if quick else 2):  # interleaved rounds
+        for label, endpoint, model in (("direct", direct, engine_model), ("ltcai", tcp, MODEL)):
+            rate, _events = await throughput(endpoint, {**_request(engine_model), "model": model}, clients=16, per_client=n16)
+            rates[label].append(rate)
+    out["rates"] = {k: max(v) for k, v in rates.items()}  # type: ignore[assignment]
     return out
 
 
@@ -68,6 +75,7 @@ def run(env: BenchEnv) -> Section:
     out = asyncio.run(_measure(direct, tcp, uds, engine_model, env.quick))
 
     s1, s16 = out["stream_1"], out["stream_16"]
+    rates = out["rates"]  # type: ignore[assignment]
     same_chunks = all(
         d.content_events == lt.content_events for d, lt in zip(s1.direct_streams, s1.ltcai_streams, strict=True)
     )
@@ -107,6 +115,9 @@ def run(env: BenchEnv) -> Section:
         dist_row("direct, 16 clients", s16.gaps_ms("direct"), 2),
         dist_row("ltcai, 16 clients", s16.gaps_ms("ltcai"), 2, s16.gaps_ms("direct")),
         "",
+        f"Throughput, 16 clients closed loop, non-streaming (best round): direct {fmt(rates['direct'], 2)} requests/s, "
+        f"through ltcai {fmt(rates['ltcai'], 2)} requests/s: **{rates['ltcai'] / rates['direct']:.3f}** of direct.",
+        "",
         f"Chunk coalescing: every ltcai stream had the same number of content events as the direct one: "
         f"**{'yes' if same_chunks else 'NO'}** ({s1.direct_streams[0].content_events} events per answer).",
     )
@@ -117,6 +128,7 @@ def run(env: BenchEnv) -> Section:
     section.targets += [
         Target("real engine: added latency p50, non-streaming, 1 client", d1.p50, 2, "ms"),
         Target("real engine: streaming TTFT overhead p50, 1 client", dt.p50, 2, "ms"),
+        Target("real engine: 1 − throughput fraction, 16 clients", 1 - rates["ltcai"] / rates["direct"], 0.05, ""),
     ]
     return section
 
