@@ -25,6 +25,7 @@ __all__ = ["DEFAULT_PLUGINS", "PluginHost", "build_plugin_host"]
 # (``LTCAI_DISABLE_PLUGINS=ollama``). MLX joins as ``ltcai.engines.mlx``.
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "ltcai.engines.llamacpp",
+    "ltcai.engines.mlx",
     "ltcai.engines.ollama",
     "ltcai.engines.vllm",
     "ltcai.engines.lmstudio",
