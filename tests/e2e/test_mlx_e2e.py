@@ -79,3 +79,9 @@ def test_prepare_smollm2_on_mlx_reaches_a_usable_state_with_a_real_answer(mlx_da
     assert content.strip(), answer
     assert not any(marker in content for marker in BAD_MARKERS)
     print(f"chat answer: {content!r}")
+
+    body = {"model": "smollm2", "engine": "mlx", "prompt": "Say hello.", "max_tokens": 24, "stream": True}
+    chunks = [e for e in mlx_daemon.client().stream("POST", "/chat", body) if "content" in e]
+    streamed = "".join(e["content"] for e in chunks)
+    assert streamed.strip() and len(chunks) > 1  # mlx_lm.server's SSE deltas, passed on as they came
+    assert not any(marker in streamed for marker in BAD_MARKERS)
