@@ -362,6 +362,9 @@ def finish_daemon(handle: DaemonHandle) -> None:
                 os.kill(pid, signal.SIGKILL)
         assert not survivors, f"engine processes survived the daemon: {survivors}"
     finally:
+        if handle.process.poll() is None:  # a failure above must not leave the daemon running
+            handle.process.kill()
+            handle.process.wait()
         handle.close()
 
 

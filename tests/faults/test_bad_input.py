@@ -94,7 +94,7 @@ def requests(draw: st.DrawFn) -> tuple[str, str, bytes | None, dict[str, str]]:
         headers["content-type"] = content_type
     if draw(st.integers(0, 9)) == 0:
         headers[draw(st.sampled_from(["accept", "x-junk", "authorization", "range"]))] = draw(
-            st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30)
+            st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30)
         )
     return method, path, raw, headers
 
@@ -122,13 +122,17 @@ def test_fuzzing_every_route_gives_no_5xx_and_no_traceback(start_daemon):
         @given(st.lists(requests(), min_size=4, max_size=4))
         def batch(batch: list[tuple[str, str, bytes | None, dict[str, str]]]) -> None:
             for method, path, raw, headers in batch:
-                with client.stream(method, path, content=raw, headers=headers) as response:
-                    response.read()  # streams (a job's events) end: every job here fails at once
+                try:
+                    with client.stream(method, path, content=raw, headers=headers) as response:
+                        response.read()  # streams (a job's events) end: every job here fails at once
+                except httpx.LocalProtocolError:
+                    seen[0] = seen.get(0, 0) + 1  # httpx itself refused to send it: nothing to test
+                    continue
                 _check(response, seen)
 
         batch()
     took = time.monotonic() - started
-    assert sum(seen.values()) >= 1600, seen
+    assert sum(n for status, n in seen.items() if status) >= 1500, seen
     assert {s for s in seen if 400 <= s < 500} and 200 in seen, seen  # both kinds were reached
     assert daemon.client.get("/status").status_code == 200
     assert daemon.process.poll() is None
