@@ -8,6 +8,7 @@ with its last output, it is not waited out.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -76,10 +77,27 @@ async def start_and_wait_ready(
     tail = process.last_lines(15)
     if any("address already in use" in line.lower() for line in tail):
         raise PortTaken(ready_url)
+    output = "its last output:\n" + "\n".join(why_it_exited(process.last_lines(60)))
+    if any(_OUT_OF_MEMORY.search(line) for line in process.last_lines(60)):
+        raise ServerStartError(
+            f"the {what or engine} server exited with code {process.returncode} before it was ready:"
+            " it ran out of memory loading the model",
+            hint="close other programs, pick a smaller quantization (Q4_K_M → Q3_K_S, or a smaller model)"
+            " or a shorter context (the engine's n_ctx option); " + output,
+            code="not_enough_memory",
+        )
     raise ServerStartError(
         f"the {what or engine} server exited with code {process.returncode} before it was ready",
-        hint="its last output:\n" + "\n".join(why_it_exited(process.last_lines(60))),
+        hint=output,
     )
+
+
+# How engines say they could not get memory: llama.cpp / ggml, CUDA, Python (numpy), C++.
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|cannot allocate memory|unable to allocate|failed to allocate|MemoryError"
+    r"|std::bad_alloc|cudaMalloc failed|not enough memory",
+    re.IGNORECASE,
+)
 
 
 def why_it_exited(lines: Sequence[str], keep: int = 15) -> list[str]:

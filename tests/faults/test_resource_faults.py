@@ -1,4 +1,4 @@
-"""Resource faults: the disk filling up under a real daemon's download.
+"""Resource faults: the disk filling up under a real daemon's download; too little memory.
 
 A real ``ltcai serve`` whose whole data dir (state, models, logs) is a 6 MiB tmpfs; the
 FAKE engine plugin's download step is the real ``hf_download`` against a LOOPBACK fake
@@ -11,8 +11,11 @@ Proven elsewhere, at the download layer: a disk too small fails before a byte is
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,3 +79,28 @@ def test_disk_full_mid_download_fails_clearly_keeps_the_partial_and_resumes(
     assert again["state"] == "ready", again["error"]
     assert slow_hub.bodies[-1].start == kept, "the second prepare did not resume"
     assert dest.read_bytes() == gguf_4mib and not partial.exists()
+
+
+def test_not_enough_memory_to_load_fails_with_a_memory_hint(start_daemon, daemon_root):
+    """REAL llama.cpp (bundled SmolLM2), its server started under ``ulimit -v`` ~1 GB (a
+    wrapper set as the engine's python): loading with a 4096-token context runs out of
+    address space. The user is told it is memory, and what to do."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        if os.environ.get("LTCAI_REQUIRE_E2E"):
+            pytest.fail("llama-cpp-python is missing in CI")
+        pytest.skip("needs llama-cpp-python (scripts/setup-env --test)")
+    wrapper = daemon_root / "python-1g"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *llama_cpp.server*) ulimit -v 1000000 ;; esac\n'  # only the server, not the check
+        f'exec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o700)
+    daemon = start_daemon(config=f'[engines.llamacpp]\npython = "{wrapper}"\nn_ctx = 4096\nn_threads = 2\n')
+    report = daemon.report("smollm2", engine="llamacpp")
+    error = report["error"]
+    assert (report["state"], error["state"], error["code"]) == ("failed", "server_starting", "not_enough_memory")
+    assert "ran out of memory" in error["message"]
+    assert "smaller quantization" in error["hint"] and "n_ctx" in error["hint"]
+    assert "allocate" in error["hint"].lower()  # the engine's own line is there too
+    assert daemon.engine_processes() == []
