@@ -44,6 +44,7 @@ class StreamSample:
     gaps_ns: list[int]  # between consecutive content events
     content_events: int
     text: str
+    pieces: list[str] = field(default_factory=list)  # each content event's text, in order
 
 
 @dataclass
@@ -90,7 +91,9 @@ async def _stream(conn: RawConnection, endpoint: Endpoint, body: bytes) -> Strea
     if not arrivals:
         raise RuntimeError(f"{endpoint.label}: a stream with no content")
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    return StreamSample(response.end_ns - response.start_ns, arrivals[0] - response.start_ns, gaps, len(arrivals), "".join(pieces))
+    return StreamSample(
+        response.end_ns - response.start_ns, arrivals[0] - response.start_ns, gaps, len(arrivals), "".join(pieces), pieces
+    )
 
 
 async def paired(
