@@ -69,6 +69,12 @@ class PeerCheckedProtocol(HttpToolsProtocol):
                 asyncio.get_running_loop().call_later(_REFUSE_WAIT_S, self._answer_refused)
                 return
         super().connection_made(transport)
+        # uvicorn times a connection out only once a response is done (keep-alive); one that
+        # never sends a request would hold its socket forever. Idle from the start is idle:
+        # the same timer, cancelled by uvicorn when the first bytes arrive.
+        self.timeout_keep_alive_task = asyncio.get_running_loop().call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
 
     def data_received(self, data: bytes) -> None:
         if not self._refusing:
@@ -116,7 +122,9 @@ class _Server(uvicorn.Server):
 class ControlServer:
     """One uvicorn server over already-bound sockets, stoppable with a grace period."""
 
-    def __init__(self, app: Any, sockets: list[socket.socket], *, grace_s: float) -> None:
+    def __init__(
+        self, app: Any, sockets: list[socket.socket], *, grace_s: float, keep_alive_s: float = 30.0
+    ) -> None:
         config = uvicorn.Config(
             app,
             http=PeerCheckedProtocol,
@@ -124,7 +132,7 @@ class ControlServer:
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=grace_s,
-            timeout_keep_alive=30,
+            timeout_keep_alive=keep_alive_s,  # also how long a connection may wait to send a request
             server_header=False,
         )
         self._server = _Server(config)

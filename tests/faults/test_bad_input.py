@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 import urllib.parse
@@ -247,3 +248,45 @@ def test_silent_and_vanishing_clients_leave_nothing_open(start_daemon, tag):
     response = daemon.client.post("/chat", json={"model": slow, "engine": "fake", "prompt": "hi"})
     assert response.status_code == 200, response.text
     daemon.client.post(f"/jobs/{hang_job}/cancel")
+
+
+@pytest.mark.asyncio
+async def test_a_connection_that_never_sends_a_request_is_closed_after_the_idle_timeout():
+    """The daemon's real HTTP server class on a real Unix socket (idle timeout 0.5 s
+    instead of 30 s): a client that connects and says nothing is hung up on, like an
+    idle keep-alive connection; one that sends a request in time is served."""
+    import tempfile
+
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from ltcai.daemon.http_server import ControlServer
+
+    root = Path(tempfile.mkdtemp(prefix="lt", dir="/tmp"))
+    path = str(root / "idle.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    app = Starlette(routes=[Route("/status", lambda request: PlainTextResponse("ok"))])
+    server = ControlServer(app, [listener], grace_s=1.0, keep_alive_s=0.5)
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(server.run)
+            silent = await anyio.connect_unix(path)
+            talker = await anyio.connect_unix(path)
+            started = time.monotonic()
+            await anyio.sleep(0.3)
+            await talker.send(b"GET /status HTTP/1.1\r\nhost: x\r\n\r\n")
+            assert (await talker.receive()).startswith(b"HTTP/1.1 200")
+            with anyio.fail_after(5):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    await silent.receive()
+            assert 0.4 < time.monotonic() - started < 3
+            await silent.aclose()
+            await talker.aclose()
+            server.request_stop()
+    finally:
+        listener.close()
+        shutil.rmtree(root, ignore_errors=True)
