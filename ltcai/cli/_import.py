@@ -16,6 +16,7 @@ import anyio
 from ..config.settings import Settings
 from ..engines import mlx, mlx_import
 from ..engines.bundled import BUNDLED_MODELS, DEFAULT_MODEL_ALIAS, locate_bundled
+from ..engines.managed_venv import engine_python
 from ..errors import InvalidRequest
 from ._render import Renderer
 
@@ -51,7 +52,7 @@ def import_command(settings: Settings, gguf_or_alias: str, name: str | None, for
             hint="pass --force to replace it, or choose another --name",
             code="already_exists",
         )
-    python = mlx.engine_python(dict(settings.engines.get("mlx", {})), settings.paths.engines_dir)
+    python = engine_python("mlx", settings.engines.get("mlx", {}), settings.paths.engines_dir)
 
     def progress(line: str) -> None:
         if not ui.json_output:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from .base import (
 )
 from .bundled import BUNDLED_MODELS, locate_bundled
 from .local_server import PortTaken, free_port, start_and_wait_ready
-from .managed_venv import managed_python, pip_install
+from .managed_venv import engine_python, pip_install
 
 __all__ = ["LlamaCppEngine"]
 
@@ -59,13 +58,7 @@ class LlamaCppEngine(EngineAdapter):
         self._verified: set[tuple] = set()  # files already hashed, see gguf_files.verify_file
 
     def _python(self, ctx: EngineContext) -> str:
-        configured = ctx.options.get("python")
-        if configured:
-            return str(configured)
-        managed = managed_python(ctx, self.name)
-        if managed.exists():
-            return str(managed)
-        return sys.executable
+        return engine_python(self.name, ctx.options, ctx.engines_dir)
 
     async def check(self, ctx: EngineContext) -> EngineCheck:
         python = self._python(ctx)

@@ -8,21 +8,37 @@ failed install out of ours.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from ..errors import EngineUnavailable
 from .base import EngineContext
 
-__all__ = ["managed_python", "pip_install", "run_logged"]
+__all__ = ["engine_python", "managed_python", "pip_install", "run_logged"]
 
 _TAIL = 20
 
 
 def managed_python(ctx: EngineContext, engine: str) -> Path:
-    return ctx.engines_dir / engine / "bin" / "python"
+    return _venv_python(ctx.engines_dir, engine)
+
+
+def _venv_python(engines_dir: Path, engine: str) -> Path:
+    return engines_dir / engine / "bin" / "python"
+
+
+def engine_python(engine: str, options: Mapping[str, Any], engines_dir: Path) -> str:
+    """The interpreter that runs ``engine``: ``[engines.<engine>] python`` if configured,
+    else our managed venv once it exists, else the daemon's own (where the README's
+    set-up installs llama.cpp and, for the tests, MLX)."""
+    configured = options.get("python")
+    if configured:
+        return str(configured)
+    managed = _venv_python(engines_dir, engine)
+    return str(managed) if managed.exists() else sys.executable
 
 
 async def run_logged(ctx: EngineContext, argv: Sequence[str], what: str) -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,9 +45,9 @@ from .bundled import BUNDLED_MODELS, DEFAULT_MODEL_ALIAS, locate_bundled
 from .gguf_metadata import read_gguf_metadata
 from .hf_snapshot import download_snapshot
 from .local_server import PortTaken, free_port, start_and_wait_ready
-from .managed_venv import managed_python, pip_install
+from .managed_venv import engine_python, pip_install
 
-__all__ = ["MlxEngine", "engine_python", "imported_dir", "install_packages", "run_import"]
+__all__ = ["MlxEngine", "imported_dir", "install_packages", "run_import"]
 
 log = structlog.get_logger(__name__)
 
@@ -78,15 +77,6 @@ def install_packages(system: str | None = None) -> list[str]:
     """What install pip-installs: on macOS mlx brings Metal; elsewhere it needs a backend."""
     system = platform.system() if system is None else system
     return ["mlx-lm"] if system == "Darwin" else ["mlx-lm", "mlx[cpu]"]
-
-
-def engine_python(options: dict[str, Any], engines_dir: Path) -> str:
-    """The interpreter that runs MLX: the configured one, our managed venv, else our own."""
-    configured = options.get("python")
-    if configured:
-        return str(configured)
-    managed = engines_dir / "mlx" / "bin" / "python"
-    return str(managed) if managed.exists() else sys.executable
 
 
 def imported_dir(models_dir: Path, name: str) -> Path:
@@ -169,7 +159,7 @@ class MlxEngine(EngineAdapter):
         self._verified: set[tuple] = set()  # bundled files already hashed (gguf_files.verify_file)
 
     def _python(self, ctx: EngineContext) -> str:
-        return engine_python(ctx.options, ctx.engines_dir)
+        return engine_python(self.name, ctx.options, ctx.engines_dir)
 
     async def check(self, ctx: EngineContext) -> EngineCheck:
         python = self._python(ctx)

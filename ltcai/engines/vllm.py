@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from ..plugins import hookimpl
 from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, InstallResult, ServedModel
 from .hf_snapshot import download_snapshot
 from .local_server import PortTaken, free_port, start_and_wait_ready
-from .managed_venv import managed_python, pip_install
+from .managed_venv import engine_python, pip_install
 
 __all__ = ["NO_ACCELERATOR", "PASSTHROUGH_FLAGS", "VllmEngine", "detect_accelerator"]
 
@@ -105,13 +104,7 @@ class VllmEngine(EngineAdapter):
         self._accelerator = accelerator
 
     def _python(self, ctx: EngineContext) -> str:
-        configured = ctx.options.get("python")
-        if configured:
-            return str(configured)
-        managed = managed_python(ctx, self.name)
-        if managed.exists():
-            return str(managed)
-        return sys.executable
+        return engine_python(self.name, ctx.options, ctx.engines_dir)
 
     async def check(self, ctx: EngineContext) -> EngineCheck:
         accelerator = self._accelerator()

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_PLUGINS", "PluginHost", "build_plugin_host"]
 
 # The built-in engines: ordinary plugins, listed once. Each is blocked by its short name
-# (``LTCAI_DISABLE_PLUGINS=ollama``). MLX joins as ``ltcai.engines.mlx``.
+# (``LTCAI_DISABLE_PLUGINS=ollama``).
 DEFAULT_PLUGINS: tuple[str, ...] = (
     "ltcai.engines.llamacpp",
     "ltcai.engines.mlx",

@@ -22,7 +22,7 @@ import pytest
 
 from ltcai.daemon.store import StateStore, ensure_private_dir
 from ltcai.daemon.supervisor import Supervisor
-from ltcai.engines import openai_client
+from ltcai.engines.openai_client import ChatHTTP
 from ltcai.engines.base import EngineContext
 
 
@@ -55,7 +55,7 @@ class Harness:
     http: httpx.AsyncClient
     supervisor: Supervisor
     progress: Progress
-    chat: Any  # what openai_client's chat functions take: the daemon's chat connection pool
+    chat: ChatHTTP  # the chat data path's connection pool, as the daemon has it
 
     def ctx(self, **options: Any) -> EngineContext:
         return EngineContext(
@@ -77,19 +77,13 @@ def engine_harness(tmp_path: Path) -> Callable[[], contextlib.AbstractAsyncConte
         supervisor = Supervisor(StateStore(ensure_private_dir(tmp_path / "state")), tmp_path / "logs")
         async with contextlib.AsyncExitStack() as stack:
             http = await stack.enter_async_context(httpx.AsyncClient())
-            chat = await stack.enter_async_context(_chat_client(http))
+            chat = await stack.enter_async_context(ChatHTTP())
             tg = await stack.enter_async_context(anyio.create_task_group())
             await tg.start(supervisor.run)
             yield Harness(tmp_path, http, supervisor, Progress(), chat)
             tg.cancel_scope.cancel()  # the supervisor stops what it started
 
     return run
-
-
-def _chat_client(http: httpx.AsyncClient) -> contextlib.AbstractAsyncContextManager[Any]:
-    # The chat path's own pooled client where openai_client has one (ChatHTTP), else httpx.
-    pool = getattr(openai_client, "ChatHTTP", None)
-    return pool() if pool is not None else contextlib.nullcontext(http)
 
 
 def install_script(folder: Path, name: str, target: Path) -> Path:

@@ -22,7 +22,8 @@ import pytest_asyncio
 
 from ltcai.compat import default_engine, resolve
 from ltcai.engines.base import EngineContext
-from ltcai.engines.mlx import MlxEngine, engine_python, imported_dir, install_packages
+from ltcai.engines.managed_venv import engine_python
+from ltcai.engines.mlx import MlxEngine, imported_dir, install_packages
 from ltcai.errors import DownloadError, InvalidRequest
 from ltcai.plugins import DEFAULT_PLUGINS, build_plugin_host
 
@@ -60,12 +61,12 @@ def test_install_adds_the_cpu_backend_only_off_macos() -> None:
 
 
 def test_the_engine_python_is_configured_then_managed_then_our_own(tmp_path: Path) -> None:
-    assert engine_python({"python": "/opt/py"}, tmp_path) == "/opt/py"
-    assert engine_python({}, tmp_path) == sys.executable
+    assert engine_python("mlx", {"python": "/opt/py"}, tmp_path) == "/opt/py"
+    assert engine_python("mlx", {}, tmp_path) == sys.executable
     managed = tmp_path / "mlx" / "bin" / "python"
     managed.parent.mkdir(parents=True)
     managed.touch()
-    assert engine_python({}, tmp_path) == str(managed)
+    assert engine_python("mlx", {}, tmp_path) == str(managed)
 
 
 def test_imported_folders_live_under_models_mlx_and_bad_names_are_refused(tmp_path: Path) -> None:

@@ -14,72 +14,27 @@ host has a GPU, and say which of the two is missing when they skip.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 import pytest
 
 from ltcai.compat import Resolution, resolve
-from ltcai.daemon.store import StateStore, ensure_private_dir
-from ltcai.daemon.supervisor import Supervisor
 from ltcai.engines import openai_client, vllm
-from ltcai.engines.openai_client import ChatHTTP
 from ltcai.engines.base import ChatRequest, DownloadResult, EngineContext
 from ltcai.engines.vllm import NO_ACCELERATOR, PASSTHROUGH_FLAGS, VllmEngine, detect_accelerator
-from ltcai.errors import DownloadError, EngineUnavailable, InvalidRequest, ServerStartError
+from ltcai.errors import DownloadError, InvalidRequest, ServerStartError
 
 FAKE_SERVER = Path(__file__).resolve().parents[1] / "fakes" / "fake_vllm_server.py"
 FAKE_COMMAND = [sys.executable, str(FAKE_SERVER)]
 MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
-
-
-@dataclass
-class Progress:
-    messages: list[str] = field(default_factory=list)
-
-    def __call__(self, message: str, *, done: float | None = None, total: float | None = None, unit: str | None = None) -> None:
-        self.messages.append(message)
-
-
-@dataclass
-class Harness:
-    tmp: Path
-    http: httpx.AsyncClient
-    chat: ChatHTTP
-    supervisor: Supervisor
-    progress: Progress
-
-    def ctx(self, **options: Any) -> EngineContext:
-        return EngineContext(
-            options=options,
-            models_dir=self.tmp / "models",
-            engines_dir=self.tmp / "engines",
-            logs_dir=self.tmp / "logs",
-            supervisor=self.supervisor,
-            http=self.http,
-            progress=self.progress,
-            run_sync=anyio.to_thread.run_sync,
-        )
-
-
-@contextlib.asynccontextmanager
-async def harness(tmp: Path) -> AsyncIterator[Harness]:
-    """A real Supervisor running in a task group, a real HTTP client; every engine stopped after."""
-    supervisor = Supervisor(StateStore(ensure_private_dir(tmp / "state")), tmp / "logs")
-    async with httpx.AsyncClient() as http, ChatHTTP() as chat, anyio.create_task_group() as tg:
-        await tg.start(supervisor.run)
-        yield Harness(tmp, http, chat, supervisor, Progress())
-        tg.cancel_scope.cancel()
 
 
 def gpu() -> str:
@@ -113,8 +68,8 @@ def flag_value(argv: list[str], flag: str) -> str:
 
 
 @pytest.mark.asyncio
-async def test_check_without_accelerator_says_so_and_is_not_installable(tmp_path: Path) -> None:
-    async with harness(tmp_path) as h:
+async def test_check_without_accelerator_says_so_and_is_not_installable(tmp_path: Path, engine_harness: Any) -> None:
+    async with engine_harness() as h:
         check = await VllmEngine(accelerator=no_gpu).check(h.ctx())
     assert not check.available
     assert check.reason == NO_ACCELERATOR
@@ -125,8 +80,8 @@ async def test_check_without_accelerator_says_so_and_is_not_installable(tmp_path
 
 
 @pytest.mark.asyncio
-async def test_check_allow_cpu_makes_a_missing_vllm_installable(tmp_path: Path) -> None:
-    async with harness(tmp_path) as h:
+async def test_check_allow_cpu_makes_a_missing_vllm_installable(tmp_path: Path, engine_harness: Any) -> None:
+    async with engine_harness() as h:
         check = await VllmEngine(accelerator=no_gpu).check(h.ctx(allow_cpu=True))
     # This interpreter has no vLLM; the managed venv does not exist.
     assert importlib.util.find_spec("vllm") is None
@@ -137,16 +92,16 @@ async def test_check_allow_cpu_makes_a_missing_vllm_installable(tmp_path: Path) 
 
 
 @pytest.mark.asyncio
-async def test_check_on_a_gpu_host_without_vllm_is_installable(tmp_path: Path) -> None:
-    async with harness(tmp_path) as h:
+async def test_check_on_a_gpu_host_without_vllm_is_installable(tmp_path: Path, engine_harness: Any) -> None:
+    async with engine_harness() as h:
         check = await VllmEngine(accelerator=gpu).check(h.ctx())
     assert not check.available and check.installable
     assert check.details["accelerator"] == "NVIDIA GPU"
 
 
 @pytest.mark.asyncio
-async def test_check_a_configured_python_is_the_users_to_install_into(tmp_path: Path) -> None:
-    async with harness(tmp_path) as h:
+async def test_check_a_configured_python_is_the_users_to_install_into(tmp_path: Path, engine_harness: Any) -> None:
+    async with engine_harness() as h:
         check = await VllmEngine(accelerator=gpu).check(h.ctx(python=sys.executable))
         broken = await VllmEngine(accelerator=gpu).check(h.ctx(python=str(tmp_path / "nope" / "python")))
     assert not check.available and not check.installable
@@ -155,8 +110,8 @@ async def test_check_a_configured_python_is_the_users_to_install_into(tmp_path: 
 
 
 @pytest.mark.asyncio
-async def test_check_with_a_command_needs_its_executable(tmp_path: Path) -> None:
-    async with harness(tmp_path) as h:
+async def test_check_with_a_command_needs_its_executable(tmp_path: Path, engine_harness: Any) -> None:
+    async with engine_harness() as h:
         ok = await VllmEngine(accelerator=gpu).check(h.ctx(command=FAKE_COMMAND))
         missing = await VllmEngine(accelerator=gpu).check(h.ctx(command=["no-such-vllm-binary", "serve"]))
         bad = VllmEngine(accelerator=gpu).check(h.ctx(command="vllm serve"))
@@ -177,13 +132,13 @@ def test_detect_accelerator_matches_this_host() -> None:
 
 
 @pytest.mark.asyncio
-async def test_download_a_local_folder_is_used_as_is(tmp_path: Path) -> None:
+async def test_download_a_local_folder_is_used_as_is(tmp_path: Path, engine_harness: Any) -> None:
     folder = tmp_path / "my-model"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
     (folder / "model.safetensors").write_bytes(b"\0" * 100)
     local = Resolution(str(folder), "vllm", str(folder), str(folder), f"vllm:{folder}", f"vllm:{folder}")
-    async with harness(tmp_path) as h:
+    async with engine_harness() as h:
         result = await VllmEngine(accelerator=gpu).download(h.ctx(), local)
         missing = replace(local, resolved_model=str(tmp_path / "x"), download_id=str(tmp_path / "x"))
         with pytest.raises(DownloadError) as err:
@@ -194,7 +149,7 @@ async def test_download_a_local_folder_is_used_as_is(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
-async def test_download_a_hub_id_goes_through_the_snapshot_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_download_a_hub_id_goes_through_the_snapshot_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine_harness: Any) -> None:
     calls: list[tuple[str, Any, Any]] = []
 
     async def fake_snapshot(ctx: EngineContext, repo_id: str, *, allow_patterns: Any = None, revision: Any = None) -> DownloadResult:
@@ -202,7 +157,7 @@ async def test_download_a_hub_id_goes_through_the_snapshot_download(tmp_path: Pa
         return DownloadResult(path="/snap", downloaded=True, source="hf")
 
     monkeypatch.setattr(vllm, "download_snapshot", fake_snapshot)
-    async with harness(tmp_path) as h:
+    async with engine_harness() as h:
         options = {"allow_patterns": ["*.json", "*.safetensors"], "revision": "main"}
         result = await VllmEngine(accelerator=gpu).download(h.ctx(**options), resolution())
     assert result is not None and result.path == "/snap"
@@ -213,7 +168,7 @@ async def test_download_a_hub_id_goes_through_the_snapshot_download(tmp_path: Pa
 
 
 @pytest.mark.asyncio
-async def test_serve_passes_every_option_through_with_vllms_flag(tmp_path: Path) -> None:
+async def test_serve_passes_every_option_through_with_vllms_flag(tmp_path: Path, engine_harness: Any) -> None:
     options = fake_options(
         tmp_path,
         dtype="bfloat16",
@@ -225,7 +180,7 @@ async def test_serve_passes_every_option_through_with_vllms_flag(tmp_path: Path)
         extra_args=["--enforce-eager", "--swap-space", "8"],
     )
     download = DownloadResult(path="/models/qwen", downloaded=True, source="hf")
-    async with harness(tmp_path) as h:
+    async with engine_harness() as h:
         served = await VllmEngine(accelerator=gpu).serve(h.ctx(**options), resolution(), download)
         try:
             argv = recorded_argv(tmp_path)
@@ -251,8 +206,8 @@ async def test_serve_passes_every_option_through_with_vllms_flag(tmp_path: Path)
 
 
 @pytest.mark.asyncio
-async def test_serve_without_options_passes_only_the_basics(tmp_path: Path) -> None:
-    async with harness(tmp_path) as h:
+async def test_serve_without_options_passes_only_the_basics(tmp_path: Path, engine_harness: Any) -> None:
+    async with engine_harness() as h:
         served = await VllmEngine(accelerator=gpu).serve(h.ctx(**fake_options(tmp_path)), resolution(), None)
         assert served.process is not None
         await served.process.stop()
@@ -262,9 +217,9 @@ async def test_serve_without_options_passes_only_the_basics(tmp_path: Path) -> N
 
 
 @pytest.mark.asyncio
-async def test_served_model_name_option_is_the_id_chat_uses(tmp_path: Path) -> None:
+async def test_served_model_name_option_is_the_id_chat_uses(tmp_path: Path, engine_harness: Any) -> None:
     options = fake_options(tmp_path, served_model_name="qwen-small", env={"FAKE_VLLM_ANSWER": "Four, that is 4."})
-    async with harness(tmp_path) as h:
+    async with engine_harness() as h:
         engine = VllmEngine(accelerator=gpu)
         served = await engine.serve(h.ctx(**options), resolution(), None)
         try:
@@ -284,9 +239,9 @@ async def test_served_model_name_option_is_the_id_chat_uses(tmp_path: Path) -> N
 
 
 @pytest.mark.asyncio
-async def test_readiness_waits_for_health_while_the_model_loads(tmp_path: Path) -> None:
+async def test_readiness_waits_for_health_while_the_model_loads(tmp_path: Path, engine_harness: Any) -> None:
     options = fake_options(tmp_path, env={"FAKE_VLLM_LOAD_S": "0.5"})
-    async with harness(tmp_path) as h:
+    async with engine_harness() as h:
         started = anyio.current_time()
         served = await VllmEngine(accelerator=gpu).serve(h.ctx(**options), resolution(), None)
         waited = anyio.current_time() - started
@@ -297,9 +252,9 @@ async def test_readiness_waits_for_health_while_the_model_loads(tmp_path: Path) 
 
 
 @pytest.mark.asyncio
-async def test_a_server_that_exits_at_start_fails_with_its_last_lines(tmp_path: Path) -> None:
+async def test_a_server_that_exits_at_start_fails_with_its_last_lines(tmp_path: Path, engine_harness: Any) -> None:
     options = fake_options(tmp_path, env={"FAKE_VLLM_EXIT_AT_START": "3"})
-    async with harness(tmp_path) as h:
+    async with engine_harness() as h:
         with pytest.raises(ServerStartError) as err:
             await VllmEngine(accelerator=gpu).serve(h.ctx(**options), resolution(), None)
         assert not h.supervisor.processes  # nothing left running
@@ -309,8 +264,8 @@ async def test_a_server_that_exits_at_start_fails_with_its_last_lines(tmp_path: 
 
 
 @pytest.mark.asyncio
-async def test_env_option_reaches_the_server_and_bad_values_are_config_errors(tmp_path: Path) -> None:
-    async with harness(tmp_path) as h:
+async def test_env_option_reaches_the_server_and_bad_values_are_config_errors(tmp_path: Path, engine_harness: Any) -> None:
+    async with engine_harness() as h:
         engine = VllmEngine(accelerator=gpu)
         with pytest.raises(InvalidRequest) as err:
             await engine.serve(h.ctx(**fake_options(tmp_path, extra_args="--enforce-eager")), resolution(), None)
@@ -340,14 +295,14 @@ def _live_prerequisites() -> str | None:
 
 @pytest.mark.live
 @pytest.mark.asyncio
-async def test_live_vllm_check_download_serve_chat(tmp_path: Path) -> None:
+async def test_live_vllm_check_download_serve_chat(tmp_path: Path, engine_harness: Any) -> None:
     """The real vLLM: check → download → serve → chat with a small model (LTCAI_VLLM_LIVE_MODEL)."""
     missing = _live_prerequisites()
     if missing:
         pytest.skip(f"live vLLM test: {missing}")
     model = os.environ.get("LTCAI_VLLM_LIVE_MODEL", MODEL)
     options = {"python": sys.executable, "max_model_len": 2048, "gpu_memory_utilization": 0.5}
-    async with harness(tmp_path) as h:
+    async with engine_harness() as h:
         engine = VllmEngine()
         check = await engine.check(h.ctx(**options))
         assert check.available, check.reason
