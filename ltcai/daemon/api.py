@@ -25,7 +25,7 @@ from .. import __version__
 from ..compat import REMOTE_PROVIDERS
 from ..errors import InvalidRequest, LtcaiError, NotFound
 from . import chat
-from .body import read_json_object, optional_bool, optional_number, optional_str, optional_str_list, required_str
+from .body import generation_overrides, optional_bool, optional_str, read_json_object, required_str
 from .openai_api import openai_routes
 from .prepare_runner import run_prepare
 from .resolving import resolve_with_settings
@@ -175,14 +175,7 @@ def build_app(services: Services) -> Starlette:
         model = required_str(body, "model")
         resolution = resolve_with_settings(services.settings, services.plugins, model, optional_str(body, "engine"))
         messages = _messages(body)
-        overrides = {
-            "temperature": optional_number(body, "temperature"),
-            "top_p": optional_number(body, "top_p"),
-            "max_tokens": optional_number(body, "max_tokens", integer=True),
-            "stop": optional_str_list(body, "stop"),
-            "seed": optional_number(body, "seed", integer=True),
-        }
-        overrides = {k: v for k, v in overrides.items() if v is not None}
+        overrides = generation_overrides(body)
         loaded = services.models.get(resolution.engine, resolution.resolved_model)
         if optional_bool(body, "stream", default=False):
             return _ndjson(chat.chat_stream(services, loaded, model, messages, overrides))

@@ -11,6 +11,7 @@ from ..errors import InvalidRequest
 
 __all__ = [
     "BodyTooLarge",
+    "generation_overrides",
     "optional_bool",
     "optional_number",
     "optional_str",
@@ -96,3 +97,19 @@ def optional_str_list(body: dict[str, Any], name: str) -> list[str] | None:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise _type_error(name, "a string or a list of strings", value)
     return value
+
+
+def generation_overrides(body: dict[str, Any]) -> dict[str, Any]:
+    """The sampling fields a chat request may set, checked; absent ones are left out so
+    the profile's values stand (SPEC.md §7: a request's non-null overrides win)."""
+    max_tokens = optional_number(body, "max_completion_tokens", integer=True)  # OpenAI's newer name
+    if max_tokens is None:
+        max_tokens = optional_number(body, "max_tokens", integer=True)
+    overrides = {
+        "temperature": optional_number(body, "temperature"),
+        "top_p": optional_number(body, "top_p"),
+        "max_tokens": max_tokens,
+        "stop": optional_str_list(body, "stop"),
+        "seed": optional_number(body, "seed", integer=True),
+    }
+    return {k: v for k, v in overrides.items() if v is not None}

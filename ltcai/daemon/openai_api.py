@@ -24,7 +24,7 @@ from ..engines import openai_client
 from ..engines.base import ChatRequest
 from ..errors import Conflict, InvalidRequest, LtcaiError
 from . import chat
-from .body import optional_bool, optional_number, optional_str_list, read_json_object, required_str
+from .body import generation_overrides, optional_bool, read_json_object, required_str
 from .models import LoadedModel
 from .prepare_runner import run_prepare
 from .resolving import resolve_with_settings
@@ -51,20 +51,6 @@ async def _ready_model(services: Services, model: str) -> tuple[Resolution, Load
             code="model_not_ready",
         )
     return resolution, loaded
-
-
-def _overrides(body: dict[str, Any]) -> dict[str, Any]:
-    max_tokens = optional_number(body, "max_completion_tokens", integer=True)
-    if max_tokens is None:
-        max_tokens = optional_number(body, "max_tokens", integer=True)
-    overrides = {
-        "temperature": optional_number(body, "temperature"),
-        "top_p": optional_number(body, "top_p"),
-        "max_tokens": max_tokens,
-        "stop": optional_str_list(body, "stop"),
-        "seed": optional_number(body, "seed", integer=True),
-    }
-    return {k: v for k, v in overrides.items() if v is not None}
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -110,7 +96,7 @@ def openai_routes(services: Services) -> list[Route]:
         body = await read_json_object(request, limit)
         model = required_str(body, "model")
         messages = _messages(body)
-        overrides = _overrides(body)
+        overrides = generation_overrides(body)
         stream = optional_bool(body, "stream", default=False)
         include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if isinstance(body.get("stream_options"), dict) else False
         _resolution, loaded = await _ready_model(services, model)
@@ -170,7 +156,7 @@ def openai_routes(services: Services) -> list[Route]:
                 "streaming is not supported on /v1/completions", hint="use /v1/chat/completions to stream", code="unsupported"
             )
         _resolution, loaded = await _ready_model(services, model)
-        params = generation_params(loaded.profile, _overrides(body))
+        params = generation_params(loaded.profile, generation_overrides(body))
         answer = await openai_client.text_completion(services.chat_http, loaded.served, ChatRequest([], params), prompt)
         text, _reasoning = chat.postprocess_text(services, loaded.profile, answer["text"])
         return JSONResponse(
