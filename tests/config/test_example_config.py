@@ -14,12 +14,16 @@ import pytest
 from ltcai.compat import build_profile
 from ltcai.compat._profiles import OVERRIDE_KEYS
 from ltcai.config.settings import Settings, load_settings
-from ltcai.engines import llamacpp
+from ltcai.engines import llamacpp, managed_venv
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "ltcai.example.toml"
 SETTINGS = [f for f in dataclasses.fields(Settings) if f.name != "paths"]
 # Options the llamacpp engine reads from [engines.llamacpp]: options.get("x") / options["x"].
-LLAMACPP_OPTIONS = set(re.findall(r"options(?:\.get\(|\[)\"(\w+)\"", inspect.getsource(llamacpp)))
+_READ = r"options(?:\.get\(|\[)\"(\w+)\""
+# What llamacpp reads itself, and ``python``, read for it by the shared engine_python rule.
+LLAMACPP_OPTIONS = set(re.findall(_READ, inspect.getsource(llamacpp))) | set(
+    re.findall(_READ, inspect.getsource(managed_venv.engine_python))
+)
 # "# key = value": an example line to uncomment.
 EXAMPLE_LINE = re.compile(r"^# ([a-z_]+ = .+)$", re.MULTILINE)
 
