@@ -129,6 +129,7 @@ class ControlServer:
             app,
             http=PeerCheckedProtocol,
             lifespan="off",
+            ws="none",  # no WebSocket routes: and no websockets import at start-up
             log_config=None,
             access_log=False,
             timeout_graceful_shutdown=grace_s,

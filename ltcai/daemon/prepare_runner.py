@@ -17,9 +17,9 @@ from typing import Any
 import anyio
 import structlog
 
+from .._lazy import import_off_loop
 from ..compat import SMOKE_PROMPT, Profile
 from ..engines.base import DownloadResult, EngineCheck, EngineContext, ServedModel
-from ..engines.gguf_metadata import read_gguf_metadata
 from ..errors import EngineUnavailable, LtcaiError
 from . import chat
 from .jobs import Job
@@ -161,7 +161,8 @@ async def _downloading(work: _Work) -> Event:
     work.download = result
     metadata = None
     if result is not None and result.path and Path(result.path).suffix == ".gguf":
-        metadata = await anyio.to_thread.run_sync(read_gguf_metadata, result.path)
+        gguf_metadata = await import_off_loop("ltcai.engines.gguf_metadata")
+        metadata = await anyio.to_thread.run_sync(gguf_metadata.read_gguf_metadata, result.path)
     work.profile = work.services.profiles.build(resolution.resolved_model, resolution.engine, metadata)
     work.ctx.profile = work.profile
     if result is None:

@@ -13,17 +13,17 @@ from typing import Any
 
 import anyio
 import anyio.from_thread
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
-from tqdm.auto import tqdm
 
+from .._lazy import import_off_loop
 from ..errors import DownloadError
 from .base import DownloadResult, EngineContext
 
 __all__ = ["download_snapshot"]
 
 
-def _progress_class(ctx: EngineContext) -> type[tqdm]:
+def _progress_class(ctx: EngineContext) -> type:
+    from tqdm.auto import tqdm
+
     class _Progress(tqdm):  # type: ignore[misc]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs["disable"] = False
@@ -40,6 +40,13 @@ def _progress_class(ctx: EngineContext) -> type[tqdm]:
 async def download_snapshot(
     ctx: EngineContext, repo_id: str, *, allow_patterns: list[str] | None = None, revision: str | None = None
 ) -> DownloadResult:
+    hub = await import_off_loop("huggingface_hub")  # see ltcai._lazy
+    errors = await import_off_loop("huggingface_hub.errors")
+    snapshot_download = hub.snapshot_download
+    HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError = (  # noqa: N806
+        errors.HfHubHTTPError, errors.LocalEntryNotFoundError, errors.RepositoryNotFoundError
+    )
+
     def fetch() -> str:
         return snapshot_download(
             repo_id,

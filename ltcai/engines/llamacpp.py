@@ -17,9 +17,10 @@ from typing import Any
 import anyio
 import structlog
 
+from .._lazy import import_off_loop
 from ..errors import DownloadError, EngineUnavailable, ServerStartError
 from ..plugins import hookimpl
-from . import gguf_files, hf_download
+from . import gguf_files
 from .base import (
     DownloadResult,
     EngineAdapter,
@@ -124,6 +125,7 @@ class LlamaCppEngine(EngineAdapter):
             return DownloadResult(
                 path=str(local), downloaded=False, bytes=local.stat().st_size, source="local", message="local file"
             )
+        hf_download = await import_off_loop("ltcai.engines.hf_download")
         return await hf_download.download_gguf(ctx, model)
 
     async def serve(self, ctx: EngineContext, resolution: Any, download: DownloadResult | None) -> ServedModel:

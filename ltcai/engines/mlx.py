@@ -42,7 +42,6 @@ from ..plugins import hookimpl
 from . import gguf_files, mlx_import
 from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, InstallResult, LoadResult, ServedModel
 from .bundled import BUNDLED_MODELS, DEFAULT_MODEL_ALIAS, locate_bundled
-from .gguf_metadata import read_gguf_metadata
 from .hf_snapshot import download_snapshot
 from .local_server import PortTaken, free_port, start_and_wait_ready
 from .managed_venv import engine_python, pip_install
@@ -91,6 +90,8 @@ def imported_dir(models_dir: Path, name: str) -> Path:
 
 def _preflight(gguf: Path) -> None:
     """Refuse, from the header alone, a file that is not whole or not a supported model."""
+    from .gguf_metadata import read_gguf_metadata  # gguf + numpy: not at daemon start-up
+
     metadata = read_gguf_metadata(gguf)  # raises for a truncated or non-GGUF file
     try:
         mlx_import.check_architecture(metadata.architecture)

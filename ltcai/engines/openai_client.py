@@ -15,13 +15,12 @@ daemon is ready), so it costs the daemon's start-up nothing.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import anyio
 
+from .._lazy import import_off_loop
 from ..errors import ChatError
 from .base import ChatChunk, ChatRequest, ServedModel
 
@@ -47,11 +46,12 @@ class ChatHTTP:
     async def warm_up(self) -> None:
         """Import aiohttp off the event loop, so the first chat does not wait for it."""
         if self._aiohttp is None:
-            self._aiohttp = await anyio.to_thread.run_sync(importlib.import_module, "aiohttp")
+            self._aiohttp = await import_off_loop("aiohttp")
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             await self.warm_up()
+        if self._session is None:  # still: another caller may have made it while we waited
             aio = self._aiohttp
             self._session = aio.ClientSession(
                 connector=aio.TCPConnector(limit=0, keepalive_timeout=_KEEPALIVE_S),
