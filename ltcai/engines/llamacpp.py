@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,23 @@ _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic
 _CHAT_FORMATS = {"gemma": "gemma", "chatml": "chatml", "llama": "llama-3", "mistral": "mistral-instruct"}
 _PORT_RETRIES = 3
 
-_CHECK_SCRIPT = (
-    "import importlib.metadata as m, importlib.util as u, sys\n"
-    f"missing = [n for n in {_SERVER_MODULES!r} if u.find_spec(n) is None]\n"
-    "print(m.version('llama_cpp_python') if u.find_spec('llama_cpp') else '', ','.join(missing))\n"
+# Run in the engine's Python (``python -c``), or — when that is the daemon's own — in a
+# worker thread here, which answers the same question ~140 ms sooner (no interpreter
+# start): one source for both.
+_PROBE_SOURCE = (
+    "import importlib.metadata as m, importlib.util as u\n"
+    "def probe():\n"
+    f"    missing = [n for n in {_SERVER_MODULES!r} if u.find_spec(n) is None]\n"
+    "    version = m.version('llama_cpp_python') if u.find_spec('llama_cpp') else ''\n"
+    "    return version + ' ' + ','.join(missing)\n"
 )
+_CHECK_SCRIPT = _PROBE_SOURCE + "print(probe())\n"
+
+
+def _probe_here() -> str:
+    namespace: dict[str, Any] = {}
+    exec(_PROBE_SOURCE, namespace)  # noqa: S102 — our own constant, see above
+    return namespace["probe"]()
 
 
 class LlamaCppEngine(EngineAdapter):
@@ -63,15 +76,19 @@ class LlamaCppEngine(EngineAdapter):
 
     async def check(self, ctx: EngineContext) -> EngineCheck:
         python = self._python(ctx)
-        try:
-            result = await anyio.run_process([python, "-c", _CHECK_SCRIPT], check=False)
-        except OSError as exc:
-            return EngineCheck(
-                available=False,
-                reason=f"the engine's Python {python} cannot run: {exc}",
-                install_hint="set [engines.llamacpp] python in the config to a working interpreter",
-            )
-        version, _, missing = result.stdout.decode().strip().partition(" ")
+        if python == sys.executable:
+            answer = await ctx.run_sync(_probe_here)
+        else:
+            try:
+                result = await anyio.run_process([python, "-c", _CHECK_SCRIPT], check=False)
+            except OSError as exc:
+                return EngineCheck(
+                    available=False,
+                    reason=f"the engine's Python {python} cannot run: {exc}",
+                    install_hint="set [engines.llamacpp] python in the config to a working interpreter",
+                )
+            answer = result.stdout.decode()
+        version, _, missing = answer.strip().partition(" ")
         hint = f'pip install "{_PACKAGE}"  (or let `ltcai prepare` install it into a managed venv)'
         if not version:
             return EngineCheck(
