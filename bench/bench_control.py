@@ -1,6 +1,6 @@
 """Control-API latency under 100 concurrent clients (issue 3 item 8).
 
-100 clients, each an ``httpx.AsyncClient`` with its own Unix-socket connection, all in
+100 clients, each an ``RawConnection`` with its own Unix-socket connection, all in
 one asyncio loop in this process:
 
 - ``GET /status``, closed loop: every client sends its next request as soon as the last
@@ -21,8 +21,6 @@ import json
 import random
 import time
 
-import httpx
-
 from _common import (
     SMOLLM2_ALIAS,
     BenchEnv,
@@ -35,39 +33,41 @@ from _common import (
     log,
     ns_to_ms,
 )
+from _rawhttp import RawConnection
 
 TITLE = "2. Control API under 100 concurrent clients (Unix socket)"
 CLIENTS = 100
 
 
-def _client(socket: str) -> httpx.AsyncClient:
-    # One transport per client: its own connection pool, so its own connection.
-    return httpx.AsyncClient(
-        transport=httpx.AsyncHTTPTransport(uds=socket), base_url="http://ltcai", timeout=120
-    )
+_JOIN_BODY = json.dumps({"model": SMOLLM2_ALIAS}).encode()
 
 
-async def _status_once(client: httpx.AsyncClient) -> int:
+async def _client(socket: str) -> RawConnection:
+    # The cheap raw client, not httpx: 100 httpx clients would eat the CPU the daemon
+    # being measured needs on 2 cores (httpx costs ~10x more per request).
+    return await RawConnection.open(uds=socket)
+
+
+async def _status_once(client: RawConnection) -> int:
     started = time.perf_counter_ns()
-    response = await client.get("/status")
-    response.raise_for_status()
+    response = await client.request("GET", "/status")
+    if response.status != 200:
+        raise RuntimeError(f"GET /status: HTTP {response.status}")
     return time.perf_counter_ns() - started
 
 
-async def _prepare_join(client: httpx.AsyncClient) -> int:
+async def _prepare_join(client: RawConnection) -> int:
     started = time.perf_counter_ns()
-    async with client.stream("POST", "/prepare", json={"model": SMOLLM2_ALIAS}) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.strip() and json.loads(line).get("type") == "report":
-                return time.perf_counter_ns() - started
-    raise RuntimeError("prepare stream ended without a report")
+    response = await client.stream_events("POST", "/prepare", _JOIN_BODY, separator=b"\n")
+    if response.status != 200 or json.loads(response.events[-1][1]).get("type") != "report":
+        raise RuntimeError(f"prepare-join: HTTP {response.status}, no report at the end")
+    return response.events[-1][0] - started
 
 
-async def _closed_loop(clients: list[httpx.AsyncClient], per_client: int, op) -> tuple[list[int], float]:  # type: ignore[no-untyped-def]
+async def _closed_loop(clients: list[RawConnection], per_client: int, op) -> tuple[list[int], float]:  # type: ignore[no-untyped-def]
     samples: list[int] = []
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: RawConnection) -> None:
         for _ in range(per_client):
             samples.append(await op(client))
 
@@ -76,10 +76,10 @@ async def _closed_loop(clients: list[httpx.AsyncClient], per_client: int, op) ->
     return samples, time.perf_counter() - started
 
 
-async def _paced(clients: list[httpx.AsyncClient], per_client: int, interval_s: float) -> tuple[list[int], float]:
+async def _paced(clients: list[RawConnection], per_client: int, interval_s: float) -> tuple[list[int], float]:
     samples: list[int] = []
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: RawConnection) -> None:
         await asyncio.sleep(random.random() * interval_s)
         next_at = time.perf_counter()
         for _ in range(per_client):
@@ -98,7 +98,8 @@ async def _measure(socket: str, quick: bool) -> dict[str, tuple[Dist, float]]:
     rounds = 20 if quick else 100
     join_rounds = 3 if quick else 10
     out: dict[str, tuple[Dist, float]] = {}
-    async with _client(socket) as single:
+    single = await _client(socket)
+    try:
         for _ in range(50):
             await _status_once(single)
         samples, took = await _closed_loop([single], 300 if not quick else 100, _status_once)
@@ -107,8 +108,10 @@ async def _measure(socket: str, quick: bool) -> dict[str, tuple[Dist, float]]:
             await _prepare_join(single)
         samples, took = await _closed_loop([single], join_rounds * 5, _prepare_join)
         out["join_1"] = (Dist.of(ns_to_ms(samples)), len(samples) / took)
+    finally:
+        await single.close()
 
-    clients = [_client(socket) for _ in range(CLIENTS)]
+    clients = [await _client(socket) for _ in range(CLIENTS)]
     try:
         await asyncio.gather(*(_status_once(c) for c in clients))  # connect all, warm up
         samples, took = await _closed_loop(clients, rounds, _status_once)
@@ -119,7 +122,7 @@ async def _measure(socket: str, quick: bool) -> dict[str, tuple[Dist, float]]:
         samples, took = await _closed_loop(clients, join_rounds, _prepare_join)
         out["join_100"] = (Dist.of(ns_to_ms(samples)), len(samples) / took)
     finally:
-        await asyncio.gather(*(c.aclose() for c in clients))
+        await asyncio.gather(*(c.close() for c in clients))
     return out
 
 
@@ -132,7 +135,7 @@ def run(env: BenchEnv) -> Section:
     s1, s100, paced = out["status_1"], out["status_100"], out["status_100_paced"]
     j1, j100 = out["join_1"], out["join_100"]
     section.add(
-        f"{CLIENTS} clients, one `httpx.AsyncClient` (own Unix-socket connection) each, one asyncio loop. "
+        f"{CLIENTS} clients, each its own keep-alive Unix-socket connection (bench/_rawhttp.py), one asyncio loop. "
         "Ratios are against 1 client on the same daemon in the same run (the unloaded floor; "
         "there is no \"direct\" path for the control API).",
         "",
