@@ -45,7 +45,8 @@ class PluginHost:
 
     @property
     def plugin_names(self) -> list[str]:
-        return sorted(name for name, _ in self.manager.list_name_plugin() if name)
+        # A blocked plugin stays listed by pluggy with None in its place: it is not loaded.
+        return sorted(name for name, plugin in self.manager.list_name_plugin() if name and plugin is not None)
 
     def engines(self) -> dict[str, EngineAdapter]:
         if self._engines is None:
