@@ -15,11 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import anyio
 import structlog
 
 from .._lazy import import_off_loop
-from ..errors import DownloadError, EngineUnavailable, ServerStartError
+from ..errors import DownloadError, ServerStartError
 from ..plugins import hookimpl
 from . import gguf_files
 from .base import (
@@ -32,7 +31,7 @@ from .base import (
 )
 from .bundled import BUNDLED_MODELS, locate_bundled
 from .local_server import PortTaken, free_port, start_and_wait_ready
-from .managed_venv import engine_python, pip_install
+from .managed_venv import engine_python, install_and_recheck, run_probe
 
 __all__ = ["LlamaCppEngine"]
 
@@ -79,15 +78,10 @@ class LlamaCppEngine(EngineAdapter):
         if python == sys.executable:
             answer = await ctx.run_sync(_probe_here)
         else:
-            try:
-                result = await anyio.run_process([python, "-c", _CHECK_SCRIPT], check=False)
-            except OSError as exc:
-                return EngineCheck(
-                    available=False,
-                    reason=f"the engine's Python {python} cannot run: {exc}",
-                    install_hint="set [engines.llamacpp] python in the config to a working interpreter",
-                )
-            answer = result.stdout.decode()
+            probed = await run_probe(self.name, python, _CHECK_SCRIPT)
+            if isinstance(probed, EngineCheck):
+                return probed
+            answer = probed
         version, _, missing = answer.strip().partition(" ")
         hint = f'pip install "{_PACKAGE}"  (or let `ltcai prepare` install it into a managed venv)'
         if not version:
@@ -111,11 +105,7 @@ class LlamaCppEngine(EngineAdapter):
         if check.available:
             return None
         ctx.progress(f"installing {_PACKAGE} (a source build takes ~10 minutes on 2 cores)")
-        await pip_install(ctx, self.name, [_PACKAGE])
-        after = await self.check(ctx)
-        if not after.available:
-            raise EngineUnavailable(f"installed {_PACKAGE} but the check still fails: {after.reason}")
-        return InstallResult(installed=True, message=f"installed llama-cpp-python {after.version}", version=after.version)
+        return await install_and_recheck(self, ctx, [_PACKAGE], "llama-cpp-python")
 
     async def download(self, ctx: EngineContext, resolution: Any) -> DownloadResult | None:
         model = resolution.resolved_model

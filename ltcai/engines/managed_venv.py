@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 
 from ..errors import EngineUnavailable
-from .base import EngineContext
+from .base import EngineAdapter, EngineCheck, EngineContext, InstallResult
 
-__all__ = ["engine_python", "managed_python", "pip_install", "run_logged"]
+__all__ = ["engine_python", "install_and_recheck", "managed_python", "pip_install", "run_logged", "run_probe"]
 
 _TAIL = 20
 
@@ -76,3 +76,34 @@ async def pip_install(ctx: EngineContext, engine: str, packages: Sequence[str]) 
         ctx, [str(python), "-m", "pip", "install", "--progress-bar", "off", *packages], f"pip install {' '.join(packages)}"
     )
     return python
+
+
+async def run_probe(engine: str, python: str, script: str, *, details: dict[str, Any] | None = None) -> str | EngineCheck:
+    """What ``python -c script`` prints — or, when that interpreter cannot run at all, the
+    failed check that says so and names the setting that fixes it."""
+    try:
+        result = await anyio.run_process([python, "-c", script], check=False)
+    except OSError as exc:
+        return EngineCheck(
+            available=False,
+            reason=f"the engine's Python {python} cannot run: {exc}",
+            install_hint=f"set [engines.{engine}] python in the config to a working interpreter",
+            details=details or {},
+        )
+    return result.stdout.decode()
+
+
+async def install_and_recheck(
+    adapter: EngineAdapter, ctx: EngineContext, packages: Sequence[str], what: str
+) -> InstallResult:
+    """pip install ``packages`` into the engine's managed venv, then check it again: an
+    install that leaves the engine unusable fails here, with what the check says."""
+    await pip_install(ctx, adapter.name, packages)
+    after = await adapter.check(ctx)
+    if not after.available:
+        raise EngineUnavailable(
+            f"installed {' '.join(packages)} but the check still fails: {after.reason}",
+            hint=after.install_hint,
+            code="engine_install_failed",
+        )
+    return InstallResult(installed=True, message=f"installed {what} {after.version}", version=after.version)

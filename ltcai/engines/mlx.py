@@ -44,7 +44,7 @@ from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, Ins
 from .bundled import BUNDLED_MODELS, DEFAULT_MODEL_ALIAS, locate_bundled
 from .hf_snapshot import download_snapshot
 from .local_server import PortTaken, free_port, start_and_wait_ready
-from .managed_venv import engine_python, pip_install
+from .managed_venv import engine_python, install_and_recheck, run_probe
 
 __all__ = ["MlxEngine", "imported_dir", "install_packages", "run_import"]
 
@@ -168,10 +168,12 @@ class MlxEngine(EngineAdapter):
         hint = f"pip install {' '.join(map(repr, packages))}  (or let `ltcai prepare` install it into a managed venv)"
         if platform.system() == "Darwin" and platform.machine() not in ("arm64", "aarch64"):
             return EngineCheck(available=False, reason="MLX on macOS needs Apple silicon (arm64)", install_hint="use the llamacpp engine")
+        probed = await run_probe(self.name, python, _CHECK_SCRIPT)
+        if isinstance(probed, EngineCheck):
+            return probed
         try:
-            result = await anyio.run_process([python, "-c", _CHECK_SCRIPT], check=False)
-            found = json.loads(result.stdout.decode().strip().splitlines()[-1])
-        except (OSError, ValueError, IndexError) as exc:
+            found = json.loads(probed.strip().splitlines()[-1])
+        except (ValueError, IndexError) as exc:
             return EngineCheck(
                 available=False,
                 reason=f"the engine's Python {python} cannot run the check: {exc}",
@@ -200,16 +202,7 @@ class MlxEngine(EngineAdapter):
             return None
         if not check.installable:
             raise EngineUnavailable(f"MLX cannot be installed by ltcai: {check.reason}", hint=check.install_hint)
-        packages = self._packages(ctx)
-        await pip_install(ctx, self.name, packages)
-        after = await self.check(ctx)
-        if not after.available:
-            raise EngineUnavailable(
-                f"installed {' '.join(packages)} but the check still fails: {after.reason}",
-                hint=after.install_hint,
-                code="engine_install_failed",
-            )
-        return InstallResult(installed=True, message=f"installed mlx-lm {after.version}", version=after.version)
+        return await install_and_recheck(self, ctx, self._packages(ctx), "mlx-lm")
 
     async def download(self, ctx: EngineContext, resolution: Any) -> DownloadResult | None:
         model = resolution.download_id or resolution.resolved_model

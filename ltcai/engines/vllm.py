@@ -37,7 +37,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio
 import structlog
 
 from ..errors import DownloadError, EngineUnavailable, InvalidRequest, ServerStartError
@@ -45,7 +44,7 @@ from ..plugins import hookimpl
 from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, InstallResult, ServedModel
 from .hf_snapshot import download_snapshot
 from .local_server import PortTaken, free_port, start_and_wait_ready
-from .managed_venv import engine_python, pip_install
+from .managed_venv import engine_python, install_and_recheck, run_probe
 
 __all__ = ["NO_ACCELERATOR", "PASSTHROUGH_FLAGS", "VllmEngine", "detect_accelerator"]
 
@@ -121,16 +120,10 @@ class VllmEngine(EngineAdapter):
         else:
             python = self._python(ctx)
             details["python"] = python
-            try:
-                result = await anyio.run_process([python, "-c", _CHECK_SCRIPT], check=False)
-            except OSError as exc:
-                return EngineCheck(
-                    available=False,
-                    reason=f"the engine's Python {python} cannot run: {exc}",
-                    install_hint="set [engines.vllm] python in the config to a working interpreter",
-                    details=details,
-                )
-            version = result.stdout.decode().strip() or None
+            probed = await run_probe(self.name, python, _CHECK_SCRIPT, details=details)
+            if isinstance(probed, EngineCheck):
+                return probed
+            version = probed.strip() or None
             available = version is not None
             reason = None if available else f"vLLM is not installed for {python}"
             # A Python the user named is theirs: ltcai installs only into its own venv.
@@ -166,15 +159,7 @@ class VllmEngine(EngineAdapter):
             raise EngineUnavailable(f"vLLM cannot be installed by ltcai: {check.reason}", hint=check.install_hint)
         package = str(ctx.options.get("package") or _PACKAGE)
         ctx.progress(f"installing {package} into a managed venv (torch and CUDA libraries: several GB)")
-        await pip_install(ctx, self.name, [package])
-        after = await self.check(ctx)
-        if not after.available:
-            raise EngineUnavailable(
-                f"installed {package} but the check still fails: {after.reason}",
-                hint=after.install_hint,
-                code="engine_install_failed",
-            )
-        return InstallResult(installed=True, message=f"installed vLLM {after.version}", version=after.version)
+        return await install_and_recheck(self, ctx, [package], "vLLM")
 
     async def download(self, ctx: EngineContext, resolution: Any) -> DownloadResult | None:
         model = resolution.download_id or resolution.resolved_model

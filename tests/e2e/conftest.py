@@ -6,6 +6,7 @@ llama-cpp-python or model package is a failure, not a skip.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -140,9 +141,10 @@ def daemon_root() -> Iterator[Path]:
     yield root
 
 
-@pytest.fixture
-def e2e_daemon(llamacpp_installed: None, daemon_root: Path) -> Iterator[RunningDaemon]:
-    daemon = start_daemon(daemon_root)
+@contextlib.contextmanager
+def serving(root: Path, extra_env: dict[str, str] | None = None) -> Iterator[RunningDaemon]:
+    """A daemon that must stop with exit 0 and leave none of its engine processes alive."""
+    daemon = start_daemon(root, extra_env=extra_env)
     pids: list[int] = []
     try:
         yield daemon
@@ -152,3 +154,9 @@ def e2e_daemon(llamacpp_installed: None, daemon_root: Path) -> Iterator[RunningD
     assert code == 0, daemon.log.read_text()[-3000:]
     for pid in pids:
         assert not pid_alive(pid), f"engine process {pid} survived the daemon"
+
+
+@pytest.fixture
+def e2e_daemon(llamacpp_installed: None, daemon_root: Path) -> Iterator[RunningDaemon]:
+    with serving(daemon_root) as daemon:
+        yield daemon

@@ -17,13 +17,10 @@ from pathlib import Path
 import pytest
 
 from ltcai.compat import BAD_MARKERS, classify_answer
-from ltcai.plugins import DEFAULT_PLUGINS
 
-from .conftest import RunningDaemon, _has_distribution, _require, engine_pids, pid_alive, start_daemon
+from .conftest import RunningDaemon, _has_distribution, _require, serving
 
 pytestmark = pytest.mark.e2e
-
-_MODULE = "ltcai.engines.mlx"
 
 
 @pytest.fixture(scope="session")
@@ -34,18 +31,8 @@ def mlx_installed() -> None:
 
 @pytest.fixture
 def mlx_daemon(mlx_installed: None, daemon_root: Path) -> Iterator[RunningDaemon]:
-    # Until the adapter is a built-in, load it as a development plugin (loading it twice would fail).
-    extra = {} if _MODULE in DEFAULT_PLUGINS else {"LTCAI_PLUGINS": _MODULE}
-    daemon = start_daemon(daemon_root, extra_env=extra)
-    pids: list[int] = []
-    try:
+    with serving(daemon_root) as daemon:
         yield daemon
-        pids = engine_pids(daemon) if daemon.process.poll() is None else []
-    finally:
-        code = daemon.stop()
-    assert code == 0, daemon.log.read_text()[-3000:]
-    for pid in pids:
-        assert not pid_alive(pid), f"mlx_lm.server {pid} survived the daemon"
 
 
 def test_prepare_smollm2_on_mlx_reaches_a_usable_state_with_a_real_answer(mlx_daemon: RunningDaemon) -> None:
