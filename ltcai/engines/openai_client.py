@@ -15,6 +15,7 @@ daemon is ready), so it costs the daemon's start-up nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ class ChatHTTP:
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        self._fresh: aiohttp.ClientSession | None = None
         self._aiohttp: Any = None
 
     async def warm_up(self) -> None:
@@ -66,13 +68,32 @@ class ChatHTTP:
             return None  # the session's
         return self._aiohttp.ClientTimeout(total=seconds, connect=_CONNECT_TIMEOUT_S)
 
+    def fresh_session(self) -> aiohttp.ClientSession:
+        """A session whose every request opens a new connection: for the one retry of a
+        request that met a connection the server had closed (see ``_post``)."""
+        if self._fresh is None:
+            aio = self._aiohttp
+            self._fresh = aio.ClientSession(
+                connector=aio.TCPConnector(force_close=True),
+                timeout=aio.ClientTimeout(total=None, connect=_CONNECT_TIMEOUT_S, sock_read=_READ_TIMEOUT_S),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._fresh
+
     def transport_errors(self) -> tuple[type[BaseException], ...]:
         return (self._aiohttp.ClientError, asyncio.TimeoutError)
 
+    def stale_connection_errors(self) -> tuple[type[BaseException], ...]:
+        """How a request fails on a connection the server closed: no answer, a reset."""
+        return (self._aiohttp.ServerDisconnectedError, self._aiohttp.ClientOSError)
+
     async def aclose(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        for name in ("_session", "_fresh"):
+            session = getattr(self, name)
+            if session is not None:
+                setattr(self, name, None)
+                await session.close()
 
     async def __aenter__(self) -> ChatHTTP:
         return self
@@ -117,17 +138,37 @@ def _transport_error(served: ServedModel, exc: BaseException) -> ChatError:
     )
 
 
+@contextlib.asynccontextmanager
+async def _post(
+    http: ChatHTTP, served: ServedModel, path: str, payload: dict[str, Any], timeout: float | None
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST ``payload``; the response, once its headers are in.
+
+    A pooled keep-alive connection the server closed just as the request went out
+    (llama-server drops some under load; any server may at its idle timeout) fails
+    before a byte of the answer arrives: such a request is sent once more, on a new
+    connection. Nothing of the answer has reached anyone yet, so nothing is repeated.
+    """
+    data = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", **served.headers}
+    url = served.base_url + path
+    session = await http.session()
+    try:
+        response = await session.post(url, data=data, headers=headers, timeout=http._timeout(timeout))
+    except http.stale_connection_errors():
+        # Not through the pool again: its other idle connections may be just as stale.
+        response = await http.fresh_session().post(url, data=data, headers=headers, timeout=http._timeout(timeout))
+    try:
+        yield response
+    finally:
+        response.release()
+
+
 async def _post_json(
     http: ChatHTTP, served: ServedModel, path: str, payload: dict[str, Any], timeout: float | None
 ) -> dict[str, Any]:
-    session = await http.session()
     try:
-        async with session.post(
-            served.base_url + path,
-            data=json.dumps(payload).encode(),
-            headers={"Content-Type": "application/json", **served.headers},
-            timeout=http._timeout(timeout),
-        ) as response:
+        async with _post(http, served, path, payload, timeout) as response:
             body = await response.read()
             status = response.status
     except http.transport_errors() as exc:
@@ -155,14 +196,8 @@ async def stream_chat_completion(
     http: ChatHTTP, served: ServedModel, request: ChatRequest, *, timeout: float | None = None
 ) -> AsyncIterator[ChatChunk]:
     """Stream content deltas as the engine sends them (Server-Sent Events)."""
-    session = await http.session()
     try:
-        async with session.post(
-            served.base_url + "/chat/completions",
-            data=json.dumps(_payload(served, request, stream=True)).encode(),
-            headers={"Content-Type": "application/json", **served.headers},
-            timeout=http._timeout(timeout),
-        ) as response:
+        async with _post(http, served, "/chat/completions", _payload(served, request, stream=True), timeout) as response:
             if response.status >= 400:
                 body = await response.read()
                 raise _status_error(served, response.status, body.decode(errors="replace"))
