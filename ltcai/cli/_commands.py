@@ -249,9 +249,7 @@ def _chat(args: argparse.Namespace, ui: Renderer) -> int:
 def _logs(args: argparse.Namespace, ui: Renderer) -> int:
     if args.engine:
         return _engine_logs(args, ui)
-    from ..daemon.logs import DAEMON_LOG
-
-    path = load_settings().paths.logs_dir / DAEMON_LOG
+    path = load_settings().paths.daemon_log
     if not path.exists():
         raise LtcaiError(f"no daemon log at {path} yet", hint="start the daemon with `ltcai serve`", code="no_log")
     with path.open(encoding="utf-8", errors="replace") as log_file:

@@ -12,11 +12,9 @@ from typing import Any
 
 from ..compat import ModelMetadata
 from ..config.settings import Settings
+from ..core import explain_rows, layered_profile, profile_view, resolve_with_settings
 from ..engines.bundled import BUNDLED_MODELS, locate_bundled
 from ..engines.gguf_metadata import read_gguf_metadata
-from ..daemon.api import profile_view
-from ..daemon.profile_book import layered_profile
-from ..daemon.resolving import resolve_with_settings
 from ..errors import LtcaiError
 from ..plugins import build_plugin_host
 
@@ -46,5 +44,5 @@ def inspect_model(settings: Settings, model: str, engine: str | None) -> dict[st
         "resolution": resolution.to_dict(),
         "file": str(file) if file else None,
         "profile": profile_view(profile),
-        "explain": [{"field": e[0], "value": e[1], "layer": e[2]} for e in profile.explain()],
+        "explain": explain_rows(profile),
     }

@@ -7,14 +7,16 @@ Overrides exist so tests, CI and several daemons on one machine never share stat
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import platformdirs
 
-__all__ = ["Paths", "default_paths"]
+__all__ = ["Paths", "default_paths", "hf_hub_cache"]
 
 APP_NAME = "ltcai"
+DAEMON_LOG = "daemon.log"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,11 @@ class Paths:
         return self.data_dir / "logs"
 
     @property
+    def daemon_log(self) -> Path:
+        """The daemon's own log, JSON lines, whatever supervises it (``ltcai logs``)."""
+        return self.logs_dir / DAEMON_LOG
+
+    @property
     def config_file(self) -> Path:
         return self.config_dir / "config.toml"
 
@@ -67,3 +74,21 @@ def default_paths(env: dict[str, str] | None = None) -> Paths:
     socket = env.get("LTCAI_SOCKET")
     socket_path = Path(socket).expanduser() if socket else _default_socket(data_dir)
     return Paths(data_dir=data_dir, config_dir=config_dir, socket_path=socket_path)
+
+
+def hf_hub_cache(env: Mapping[str, str] | None = None) -> Path:
+    """The Hugging Face hub cache, read from ``env`` the way huggingface_hub reads it.
+
+    huggingface_hub's ``constants.HF_HUB_CACHE`` is this rule frozen at its import; the
+    client resolves ids without importing huggingface_hub (~150 ms), and a download reads
+    the environment again each time, so both call this.
+    """
+    env = os.environ if env is None else env
+
+    def expand(path: str) -> str:
+        return os.path.expandvars(os.path.expanduser(path))
+
+    xdg_cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    hf_home = expand(env.get("HF_HOME") or os.path.join(xdg_cache, "huggingface"))
+    legacy = env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(hf_home, "hub")
+    return Path(expand(env.get("HF_HUB_CACHE") or legacy))

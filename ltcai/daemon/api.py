@@ -23,12 +23,12 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..compat import REMOTE_PROVIDERS
+from ..core import explain_rows, profile_view, resolve_with_settings
 from ..errors import InvalidRequest, LtcaiError, NotFound
 from . import chat
 from .body import generation_overrides, optional_bool, optional_str, read_json_object, required_str
 from .openai_api import openai_routes
 from .prepare_runner import run_prepare
-from .resolving import resolve_with_settings
 from .services import Services
 
 __all__ = ["build_app", "error_body", "exception_handlers"]
@@ -161,8 +161,7 @@ def build_app(services: Services) -> Starlette:
 
     async def show_profile(request: Request) -> Response:
         profile = _profile_or_404(request.path_params["key"])
-        explained = [{"field": e[0], "value": e[1], "layer": e[2]} for e in profile.explain()]
-        return JSONResponse({"profile": profile_view(profile), "explain": explained})
+        return JSONResponse({"profile": profile_view(profile), "explain": explain_rows(profile)})
 
     async def forget_profile(request: Request) -> Response:
         key = request.path_params["key"]
@@ -217,18 +216,6 @@ def build_app(services: Services) -> Starlette:
         Route("/logs", logs),
     ]
     return Starlette(routes=routes + openai_routes(services), exception_handlers=exception_handlers())
-
-
-def profile_view(profile: Any) -> dict[str, Any]:
-    """A profile flat, for clients: its key, every field's value, its test state."""
-    document = profile.to_dict()
-    return {
-        "key": document["key"],
-        "model_id": document["model_id"],
-        "engine": document["engine"],
-        **{name: entry["value"] for name, entry in document["fields"].items()},
-        **document["state"],
-    }
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:

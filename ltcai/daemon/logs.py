@@ -17,9 +17,10 @@ from typing import Any, TextIO
 
 import structlog
 
-__all__ = ["DAEMON_LOG", "configure_logging"]
+from ..config.paths import DAEMON_LOG
 
-DAEMON_LOG = "daemon.log"
+__all__ = ["configure_logging"]
+
 _ROTATE_BYTES = 10 << 20
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 

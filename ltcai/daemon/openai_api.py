@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..compat import Resolution, generation_params
+from ..core import resolve_with_settings
 from ..engines import openai_client
 from ..engines.base import ChatRequest
 from ..errors import Conflict, InvalidRequest, LtcaiError
@@ -27,7 +28,6 @@ from . import chat
 from .body import generation_overrides, optional_bool, read_json_object, required_str
 from .models import LoadedModel
 from .prepare_runner import run_prepare
-from .resolving import resolve_with_settings
 from .services import Services
 
 __all__ = ["openai_routes"]

@@ -1,8 +1,8 @@
-"""The daemon's profiles: the pure ProfileCache plus persistence and the layers' sources.
+"""The daemon's profiles: the pure ProfileCache plus persistence.
 
-Layer sources: metadata (the model file, read by the runner), engine overrides (the
-``ltcai_profile_overrides`` hook), user overrides (the config's ``[profiles]`` table),
-learned (the smoke test). Every change is written to ``state/profiles.json``.
+Layers come from ``core.layered_profile`` (metadata the runner read from the model,
+engine overrides, user overrides) and the smoke test (learned). Every change is written
+to ``state/profiles.json``.
 """
 
 from __future__ import annotations
@@ -11,40 +11,16 @@ from typing import Any
 
 import structlog
 
-from ..compat import (
-    ModelMetadata,
-    Profile,
-    ProfileCache,
-    build_profile,
-    rebuild_profile,
-    resolve_family,
-    select_user_overrides,
-)
+from ..compat import ModelMetadata, Profile, ProfileCache, rebuild_profile, select_user_overrides
+from ..core import layered_profile
 from ..plugins import PluginHost
 from .store import StateStore
 
-__all__ = ["ProfileBook", "layered_profile"]
+__all__ = ["ProfileBook"]
 
 log = structlog.get_logger(__name__)
 
 DOCUMENT = "profiles"
-
-
-def layered_profile(
-    plugins: PluginHost,
-    user_table: dict[str, dict[str, Any]],
-    model_id: str,
-    engine: str | None,
-    metadata: ModelMetadata | None,
-    cached: Profile | None = None,
-) -> Profile:
-    """A profile from every layer but the learned one, keeping what ``cached`` learned."""
-    family, _layer = resolve_family(model_id, metadata)
-    engine_overrides = plugins.profile_overrides(model_id=model_id, engine=engine, family=family)
-    user = select_user_overrides(user_table, model_id, engine)
-    if cached is not None:
-        return rebuild_profile(cached, metadata=metadata, engine_overrides=engine_overrides, user_overrides=user)
-    return build_profile(model_id, engine, metadata=metadata, engine_overrides=engine_overrides, user_overrides=user)
 
 
 class ProfileBook:

@@ -10,7 +10,8 @@ bytes are read (``pread`` into a buffer that grows as the walk needs it; no memo
 so a file truncated under us cannot SIGBUS the daemon). The tensor data is never read;
 the tensor *infos* are, to check the file is as long as its header says (a truncated
 download fails here, not in the engine).
-The ``gguf`` package still supplies the format's constants (magic, value types, quant sizes).
+The ``gguf`` package still supplies the format's constants (magic, value types, quant sizes),
+through ``gguf_constants`` (without the package's numpy).
 """
 
 from __future__ import annotations
@@ -21,16 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gguf.constants import (
-    GGML_QUANT_SIZES,
-    GGUF_DEFAULT_ALIGNMENT,
-    GGUF_MAGIC,
-    GGMLQuantizationType,
-    GGUFValueType,
-)
-
 from ..compat import ModelMetadata
 from ..errors import InvalidRequest, NotFound
+from .gguf_constants import gguf_constants
+
+_format = gguf_constants()
+GGML_QUANT_SIZES = _format.GGML_QUANT_SIZES
+GGUF_DEFAULT_ALIGNMENT = _format.GGUF_DEFAULT_ALIGNMENT
+GGUF_MAGIC = _format.GGUF_MAGIC
+GGMLQuantizationType = _format.GGMLQuantizationType
+GGUFValueType = _format.GGUFValueType
 
 __all__ = ["SUPPORTED_GGUF_VERSIONS", "read_gguf_metadata"]
 

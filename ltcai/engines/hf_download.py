@@ -41,6 +41,7 @@ from huggingface_hub.utils import build_hf_headers
 
 from .. import __version__
 from ..compat import parse_hf_reference
+from ..config.paths import hf_hub_cache
 from ..errors import DownloadError
 from . import gguf_files, resumable
 from .base import DownloadResult, EngineContext
@@ -80,18 +81,12 @@ class _Hub:
 def _hub_from_env() -> _Hub:
     """huggingface_hub reads its environment once, at import; read it again per download."""
     env = os.environ
-    if env.get("HF_HUB_CACHE"):
-        cache_dir = os.path.expanduser(env["HF_HUB_CACHE"])
-    elif env.get("HF_HOME"):
-        cache_dir = os.path.join(os.path.expanduser(env["HF_HOME"]), "hub")
-    else:
-        cache_dir = constants.HF_HUB_CACHE
     offline_env = env.get("HF_HUB_OFFLINE")
     offline = offline_env.strip().upper() in constants.ENV_VARS_TRUE_VALUES if offline_env else constants.HF_HUB_OFFLINE
     headers = {} if offline else build_hf_headers(library_name="ltcai", library_version=__version__)
     return _Hub(
         endpoint=(env.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/"),
-        cache_dir=cache_dir,
+        cache_dir=str(hf_hub_cache(env)),
         offline=offline,
         headers=headers,
     )

@@ -35,8 +35,8 @@ from typing import Any
 import anyio
 import httpx
 import structlog
-from huggingface_hub import constants as hf_constants
 
+from ..config.paths import hf_hub_cache
 from ..errors import ChatError, DownloadError, EngineUnavailable, InvalidRequest, ServerStartError
 from ..plugins import hookimpl
 from . import gguf_files, mlx_import
@@ -253,7 +253,7 @@ class MlxEngine(EngineAdapter):
         folder = str(Path(download.path).resolve())
         # mlx_lm.server's /v1/models scans the HF cache and, when the folder does not exist
         # yet, sends a 200 with an empty body; huggingface_hub creates it on first use anyway.
-        await ctx.run_sync(lambda: Path(hf_constants.HF_HUB_CACHE).mkdir(parents=True, exist_ok=True))
+        await ctx.run_sync(lambda: hf_hub_cache().mkdir(parents=True, exist_ok=True))
         last_error: ServerStartError | None = None
         for _attempt in range(_PORT_RETRIES):
             port = free_port()

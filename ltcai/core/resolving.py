@@ -1,15 +1,11 @@
-"""Resolution with the user's inputs: built-in and user aliases, plugins, allowed roots.
-
-Shared by the daemon and ``ltcai inspect`` so both resolve an id the same way.
-"""
+"""Resolution with the user's inputs: built-in and user aliases, plugins, allowed roots."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from huggingface_hub import constants as hf_constants
-
 from ..compat import BUILTIN_ALIASES, Resolution, normalize_engine, resolve
+from ..config.paths import hf_hub_cache
 from ..config.settings import Settings
 from ..plugins import PluginHost
 
@@ -18,7 +14,7 @@ __all__ = ["allowed_model_roots", "resolve_with_settings"]
 
 def allowed_model_roots(settings: Settings) -> list[Path]:
     """Folders a model id may point into: ours, the HF cache, and the user's model_dirs."""
-    return [settings.paths.models_dir, Path(hf_constants.HF_HUB_CACHE), *map(Path, settings.model_dirs)]
+    return [settings.paths.models_dir, hf_hub_cache(), *map(Path, settings.model_dirs)]
 
 
 def resolve_with_settings(settings: Settings, plugins: PluginHost | None, model: str, engine: str | None) -> Resolution:
