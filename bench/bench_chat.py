@@ -16,7 +16,7 @@ import statistics
 
 from _common import BenchEnv, Dist, Section, Target, dist_header, dist_row, fmt, log
 from _paired import Endpoint, PairedResult, paired, throughput
-from ltcai.compat._postprocess import StreamPostprocessor
+from ltcai.compat import StreamPostprocessor
 
 TITLE = "3. Chat through ltcai vs straight to the engine (llama.cpp, SmolLM2)"
 MODEL = "smollm2"

@@ -2,7 +2,7 @@
 
 Streams a realistic ~200-token answer in 1–6 character chunks through each family step
 list, plain and as gpt-oss harmony output, and reports the cost per chunk. No assertions:
-run it before and after touching ``ltcai/compat/_postprocess.py`` (part of ``run_all.py``).
+run it before and after touching ``ltcai/compat/`` post-processing (part of ``run_all.py``).
 
     .venv/bin/python bench/bench_postprocess.py
 """
@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from _common import BenchEnv, Section, Target, log
-from ltcai.compat._postprocess import (
+from ltcai.compat import (
     HarmonyStreamPostprocessor,
     StreamPostprocessor,
     apply_postprocess,

@@ -7,47 +7,46 @@
 - resolution: one identity for a model id across every step, with validation (§5).
 """
 
-from ._families import UNKNOWN_FAMILY, detect_family
-from ._markers import BAD_MARKERS, HARMONY_MARKERS, USER_TURN_MARKERS
-from ._postprocess import (
-    POSTPROCESSORS,
+from ._families import FAMILY_DEFAULTS, UNKNOWN_FAMILY, detect_family, family_defaults
+from ._generation import generation_params
+from ._harmony import (
     HarmonyDelta,
     HarmonyParts,
     HarmonyStreamPostprocessor,
-    StreamPostprocessor,
-    apply_postprocess,
     postprocess_harmony,
     split_harmony,
-    strip_role_tokens,
-    trim_after_user_marker,
 )
+from ._huggingface import HFRef, parse_hf_reference
+from ._markers import BAD_MARKERS, HARMONY_MARKERS, USER_TURN_MARKERS
+from ._metadata import ModelMetadata, metadata_from_hf_configs
+from ._model_ids import validate_model_id
+from ._overrides import select_user_overrides
 from ._profiles import (
-    FAMILY_DEFAULTS,
     LAYERS,
-    ModelMetadata,
     Profile,
     ProfileCache,
     build_profile,
-    family_defaults,
-    generation_params,
     learn_from_smoke,
-    metadata_from_hf_configs,
-    profile_key,
     rebuild_profile,
     resolve_family,
-    select_user_overrides,
 )
-from ._providers import KNOWN_PROVIDERS, LOCAL_ENGINES, REMOTE_PROVIDERS, normalize_engine, split_provider_prefix
-from ._resolution import (
-    BUILTIN_ALIASES,
-    HFRef,
-    Resolution,
-    default_engine,
-    parse_hf_reference,
-    resolve,
-    validate_model_id,
+from ._providers import (
+    KNOWN_PROVIDERS,
+    LOCAL_ENGINES,
+    REMOTE_PROVIDERS,
+    normalize_engine,
+    profile_key,
+    split_provider_prefix,
 )
+from ._resolution import BUILTIN_ALIASES, Resolution, default_engine, resolve
 from ._smoke import SMOKE_PROMPT, SmokeVerdict, classify_answer
+from ._steps import (
+    POSTPROCESSORS,
+    apply_postprocess,
+    strip_role_tokens,
+    trim_after_user_marker,
+)
+from ._streaming import StreamPostprocessor
 
 __all__ = [
     "BAD_MARKERS",

@@ -1,4 +1,5 @@
-"""Engine and provider names, their aliases, and the one rule for a provider prefix.
+"""Engine and provider names, their aliases, the one rule for a provider prefix, and the
+profile key built from them.
 
 Every module that needs to know whether ``ollama:`` in ``ollama:llama3.2:1b`` is a
 provider (and ``llama3.2:`` in ``llama3.2:1b`` is not) asks this module.
@@ -11,7 +12,9 @@ __all__ = [
     "KNOWN_PROVIDERS",
     "LOCAL_ENGINES",
     "REMOTE_PROVIDERS",
+    "canonical_engine",
     "normalize_engine",
+    "profile_key",
     "split_provider_prefix",
 ]
 
@@ -63,3 +66,16 @@ def split_provider_prefix(model_id: str) -> tuple[str | None, str]:
         if lowered.startswith(prefix):
             return engine, model_id[len(prefix) :]
     return None, model_id
+
+
+def canonical_engine(engine: str | None) -> str | None:
+    """Built-ins and aliases fold to one spelling; a plugin's engine keeps its own, lower-cased."""
+    if engine is None or not engine.strip():
+        return None
+    return normalize_engine(engine) or engine.strip().lower()
+
+
+def profile_key(model_id: str, engine: str | None = None) -> str:
+    """``engine:model_id``, or just ``model_id`` with no engine (the 0.3.x profile cache key)."""
+    canonical = canonical_engine(engine)
+    return f"{canonical}:{model_id}" if canonical else model_id

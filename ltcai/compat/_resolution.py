@@ -4,56 +4,33 @@ The daemon keys jobs, downloads, profiles and the "current model" check on the i
 computed here, so every step agrees on what a model is called. Pure and synchronous:
 no filesystem access (paths are compared lexically), no network, no asyncio.
 
-Ids reach this module from the control API, so they are validated first (the §5
-**Improve** rules): a bad id is refused with a stable ``rule`` code before anything
-downstream can create a file, spawn a process or print it to a terminal.
+Ids reach this module from the control API, so they are validated first
+(``_model_ids``), and so is every id an alias, a plugin or an engine hands back.
 """
 
 from __future__ import annotations
 
-import os
 import platform
 import posixpath
-import re
-import unicodedata
-import urllib.parse
-from collections.abc import Collection, Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import InvalidModelId, InvalidRequest, UnknownEngine
+from ._model_ids import check_resolved, check_text, preview, validate_model_id
 from ._providers import KNOWN_PROVIDERS, normalize_engine, split_provider_prefix
 
 __all__ = [
     "BUILTIN_ALIASES",
-    "MAX_MODEL_ID_LENGTH",
     "SOURCES",
-    "VALIDATION_RULES",
     "AliasHook",
     "AliasTable",
-    "HFRef",
     "Resolution",
     "default_engine",
-    "parse_hf_reference",
     "resolve",
-    "validate_model_id",
 ]
 
-MAX_MODEL_ID_LENGTH = 512
-
-# Stable codes carried by ``InvalidModelId.rule``; clients and tests match on them.
-VALIDATION_RULES: tuple[str, ...] = (
-    "not_a_string",
-    "empty",
-    "too_long",
-    "control_character",
-    "path_traversal",
-    "absolute_path_outside_roots",
-    "leading_dash",
-)
-
-# What produced ``Resolution.resolved_model``: the id as typed (less any provider
 # prefix), the alias table, a plugin's ``alias_hook``, or the engine after load.
 SOURCES: tuple[str, ...] = ("input", "alias", "plugin", "engine")
 
@@ -74,147 +51,6 @@ BUILTIN_ALIASES: Mapping[str, Mapping[str, str]] = {
 }
 
 _ANY_ENGINE = "*"
-_HINT = (
-    "A model id looks like 'smollm2', 'org/repo', 'hf.co/org/repo:Q4_K_M', "
-    "'ollama:llama3.2:1b', or an absolute path to a .gguf file inside an allowed model folder."
-)
-
-
-# --------------------------------------------------------------------------- validation
-
-
-def validate_model_id(model_id: str, *, allowed_roots: Sequence[Path | str] = ()) -> str:
-    """Return ``model_id`` stripped of surrounding blanks, or raise :class:`InvalidModelId`.
-
-    Relative ids (``org/repo``, ``models/x.gguf``) are names, never paths: an engine must
-    not resolve them against its working directory. Only absolute and ``~`` paths are
-    checked against ``allowed_roots``, lexically (no symlinks followed, no ``~`` expanded:
-    a ``~`` path is inside only a root also written with ``~``).
-    """
-    text = _check_text(model_id, what="model id")
-    _check_path_rules(text)
-    _check_roots(text, allowed_roots)
-    return text
-
-
-def _check_text(value: object, *, what: str) -> str:
-    """The rules that make a string safe to store, log and print (no path rules)."""
-    if value is None:
-        raise InvalidModelId(f"{what} is missing", rule="empty", hint=_HINT)
-    if not isinstance(value, str):
-        raise InvalidModelId(
-            f"{what} must be a string, got {type(value).__name__}", rule="not_a_string", hint=_HINT
-        )
-    # Only the blanks a shell or a copy-paste adds; any other edge character is inspected.
-    text = value.strip(" \t\r\n")
-    if not text:
-        raise InvalidModelId(f"{what} is empty", rule="empty", hint=_HINT)
-    if len(text) > MAX_MODEL_ID_LENGTH:
-        raise InvalidModelId(
-            f"{what} is {len(text)} characters long; the limit is {MAX_MODEL_ID_LENGTH}",
-            rule="too_long",
-            hint=_HINT,
-        )
-    _check_characters(text, what=what)
-    return text
-
-
-def _is_forbidden_char(char: str) -> bool:
-    # Cc: C0/C1 controls, NUL, DEL (terminal escapes). Cf: bidi overrides/isolates, zero
-    # width and tag characters that make an id read differently than it is. Zl/Zp: line
-    # breaks that split log lines. Cs: lone surrogates cannot become a file name.
-    return unicodedata.category(char) in {"Cc", "Cf", "Zl", "Zp", "Cs"}
-
-
-def _check_characters(text: str, *, what: str) -> None:
-    for position, char in enumerate(text):
-        if _is_forbidden_char(char):
-            raise InvalidModelId(
-                f"{what} contains the control or invisible character U+{ord(char):04X} "
-                f"at position {position}: {_preview(text)}",
-                rule="control_character",
-                hint=_HINT,
-            )
-
-
-def _preview(text: str, limit: int = 80) -> str:
-    """An id as it is safe to show: escaped (no raw controls reach a terminal) and short."""
-    shown = ascii(text[:limit])
-    return shown + "…" if len(text) > limit else shown
-
-
-# ``%2e`` too: an id may end up in a URL path that a server decodes before use.
-_DOT_DOT = {"..", "%2e%2e", ".%2e", "%2e."}
-_SEGMENT_SPLIT = re.compile(r"[/\\:]")
-_WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[/\\]|\\)")
-
-
-def _check_path_rules(text: str) -> None:
-    """Rules for any id, wherever it came from (typed, alias, plugin, engine)."""
-    # ``:`` separates segments too: Ollama maps ``name:tag`` onto manifest paths. The id is
-    # also checked percent-decoded (``..%2f..`` in a URL a server decodes) and NFKC-folded
-    # (fullwidth ``．．／`` becomes ``../`` in any tool that normalizes Unicode).
-    forms = {text, urllib.parse.unquote(text), unicodedata.normalize("NFKC", text)}
-    if any(part.lower() in _DOT_DOT for form in forms for part in _SEGMENT_SPLIT.split(form)):
-        raise InvalidModelId(
-            f"model id contains a '..' path segment: {_preview(text)}",
-            rule="path_traversal",
-            hint=_HINT,
-        )
-    if text.startswith("-"):
-        # Engines hand ids to CLIs (``lms get``, ``ollama pull``): never let one read as an option.
-        raise InvalidModelId(
-            f"model id starts with '-' and could be read as a command-line option: "
-            f"{_preview(text)}",
-            rule="leading_dash",
-            hint=_HINT,
-        )
-
-
-def _check_roots(text: str, allowed_roots: Sequence[Path | str]) -> None:
-    """Only for what a caller typed: a path must lie in a folder the user allowed."""
-    if _is_absolute(text) and not _inside_any(text, allowed_roots):
-        raise InvalidModelId(
-            _outside_message(text, allowed_roots),
-            rule="absolute_path_outside_roots",
-            hint=_outside_hint(allowed_roots),
-        )
-
-
-def _is_absolute(text: str) -> bool:
-    return text.startswith(("/", "~")) or bool(_WINDOWS_ABSOLUTE.match(text))
-
-
-def _inside_any(text: str, allowed_roots: Sequence[Path | str]) -> bool:
-    if _WINDOWS_ABSOLUTE.match(text):
-        return False  # the daemon runs on POSIX; no root can hold a Windows path
-    path = posixpath.normpath(text)
-    return any(_inside(path, root) for root in allowed_roots)
-
-
-def _inside(path: str, root: Path | str) -> bool:
-    base = os.fspath(root)
-    base = posixpath.normpath(base) if base else base
-    if not _is_absolute(base) or _WINDOWS_ABSOLUTE.match(base):
-        return False  # a relative root would mean "relative to wherever the daemon runs"
-    if base == "/":
-        return path.startswith("/")
-    return path == base or path.startswith(base + "/")
-
-
-def _outside_message(text: str, allowed_roots: Sequence[Path | str]) -> str:
-    if not allowed_roots:
-        return f"model id is an absolute path and no model folder is allowed: {_preview(text)}"
-    return f"model id is a path outside the allowed model folders: {_preview(text)}"
-
-
-def _outside_hint(allowed_roots: Sequence[Path | str]) -> str:
-    folders = ", ".join(repr(os.fspath(root)) for root in allowed_roots) or "none configured"
-    return (
-        f"Put the file in an allowed model folder ({folders}) or add its folder to the "
-        "allowed model folders in the config; write the full path, '~' is not expanded. "
-        + _HINT
-    )
 
 
 # ---------------------------------------------------------------------------- engines
@@ -235,7 +71,7 @@ def _engine_from_hint(name: object, *, what: str, extra_engines: Collection[str]
         engine = name.strip().lower()  # an engine a third-party plugin registered
     if engine is None:
         raise UnknownEngine(
-            f"unknown {what} {_preview(str(name))}",
+            f"unknown {what} {preview(str(name))}",
             hint="Known engines: " + ", ".join([*KNOWN_PROVIDERS, *sorted(extra_engines)])
             + " (aliases such as 'llama.cpp', 'local_mlx', 'lm-studio' work too).",
         )
@@ -301,10 +137,10 @@ class Resolution:
         """
         # No roots check: engines report absolute paths (llama_cpp.server names a model by
         # its file) for files the daemon itself chose.
-        reported = _check_resolved(engine_reported_id, what="engine-reported model id")
+        reported = check_resolved(engine_reported_id, what="engine-reported model id")
         prefix_engine, rest = split_provider_prefix(reported)
         if prefix_engine == self.engine:
-            reported = _check_resolved(rest, what="engine-reported model id")
+            reported = check_resolved(rest, what="engine-reported model id")
         reported = _canonical(reported)
         if reported == self.resolved_model:
             return self
@@ -421,22 +257,15 @@ def _apply_hook(
 def _take_result(result: object, engine: str, *, origin: str) -> tuple[str, str]:
     """Validate an alias target or plugin result; a known ``engine:`` prefix switches engine."""
     try:
-        text = _check_resolved(result, what="model id")
+        text = check_resolved(result, what="model id")
         prefix_engine, rest = split_provider_prefix(text)
         if prefix_engine is not None:
-            return prefix_engine, _check_resolved(rest, what="model id")
+            return prefix_engine, check_resolved(rest, what="model id")
         return engine, text
     except InvalidModelId as exc:
         raise InvalidModelId(
             f"{origin} resolved to an invalid id: {exc.message}", rule=exc.rule, hint=exc.hint
         ) from exc
-
-
-def _check_resolved(value: object, *, what: str) -> str:
-    """Every rule except the roots (see :func:`resolve` for why)."""
-    text = _check_text(value, what=what)
-    _check_path_rules(text)
-    return text
 
 
 def _canonical(model: str) -> str:
@@ -449,7 +278,7 @@ def _optional_text(value: str | None, *, what: str) -> str | None:
     """Display name and user are printed and stored, so they obey the text rules."""
     if value is None or not value.strip(" \t\r\n"):
         return None
-    return _check_text(value, what=what)
+    return check_text(value, what=what)
 
 
 def _build(
@@ -469,59 +298,3 @@ def _build(
         user=user,
         source=source,
     )
-
-
-# ------------------------------------------------------------------------ Hugging Face
-
-
-class HFRef(NamedTuple):
-    """A Hugging Face repo and what to pick in it: a quant (``Q4_K_M``) or a file name."""
-
-    repo_id: str
-    selector: str | None = None
-
-    @property
-    def filename(self) -> str | None:
-        """The selector when it names a file (``*.gguf``), else None."""
-        if self.selector and self.selector.lower().endswith(".gguf"):
-            return self.selector
-        return None
-
-    @property
-    def quant(self) -> str | None:
-        """The selector when it names a quantization (``Q4_K_M``), else None."""
-        return self.selector if self.selector and not self.filename else None
-
-
-# HF's own rules (huggingface_hub.utils.validate_repo_id): ASCII word chars, '-', '.',
-# not starting or ending with '-' or '.', at most 96 characters per part.
-_HF_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?"
-_HF_SELECTOR = r"[A-Za-z0-9_][A-Za-z0-9_.+-]*"
-_HF_REPO = re.compile(rf"(?P<repo>{_HF_PART}/{_HF_PART})/?(?::(?P<selector>{_HF_SELECTOR}))?")
-_HF_HOST = re.compile(r"(?:https?://)?(?:www\.)?(?:hf\.co|huggingface\.co)/", re.IGNORECASE)
-
-
-def parse_hf_reference(model: str) -> HFRef | None:
-    """Recognize ``hf.co/org/repo:Q4_K_M``, ``huggingface.co/org/repo`` and ``org/repo[:sel]``.
-
-    Pass ``Resolution.resolved_model`` (no provider prefix). The llama.cpp engine uses the
-    selector to pick a GGUF file; ``:latest`` (Ollama's spelling of "the default") gives
-    no selector. A scheme is accepted only with the host form (a URL copied from the
-    browser). Anything else (``llama3.2:1b``, ``/abs/x.gguf``, ``a/b/c``) is None.
-    """
-    if not isinstance(model, str):
-        return None
-    text = model.strip()
-    host = _HF_HOST.match(text)
-    if host is None and "://" in text:
-        return None  # some other site
-    match = _HF_REPO.fullmatch(text[host.end():] if host else text)
-    if match is None:
-        return None
-    repo_id = match["repo"]
-    if "--" in repo_id or ".." in repo_id or repo_id.lower().endswith(".git"):
-        return None
-    selector = match["selector"]
-    if selector is not None and selector.lower() == "latest":
-        selector = None
-    return HFRef(repo_id, selector)

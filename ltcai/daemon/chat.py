@@ -95,7 +95,7 @@ def shape_messages(profile: Profile, messages: list[dict[str, Any]]) -> list[dic
 
 
 def postprocess_text(services: Services, profile: Profile, raw: str) -> tuple[str, str | None]:
-    registry = services.plugins.postprocessors() or None
+    registry = services.plugins.postprocessors()
     if _is_harmony(profile):
         parts = postprocess_harmony(raw, profile.postprocess, registry=registry)
         return parts.answer, parts.reasoning
@@ -200,7 +200,7 @@ async def chat_stream(
     profile = loaded.profile
     params = generation_params(profile, overrides)
     request = ChatRequest(shape_messages(profile, messages), params)
-    registry = services.plugins.postprocessors() or None
+    registry = services.plugins.postprocessors()
     processor: StreamPostprocessor | HarmonyStreamPostprocessor = (
         HarmonyStreamPostprocessor(profile.postprocess, registry)
         if _is_harmony(profile)

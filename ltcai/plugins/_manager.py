@@ -7,12 +7,13 @@ several daemons in one process never leak plugins into each other.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
-from types import ModuleType
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from ..compat import POSTPROCESSORS
 from ..errors import InvalidRequest
 from . import hookspecs
 
@@ -41,7 +42,7 @@ class PluginHost:
     def __init__(self, manager: pluggy.PluginManager) -> None:
         self.manager = manager
         self._engines: dict[str, EngineAdapter] | None = None
-        self._postprocessors: dict[str, Callable[[str], str]] | None = None
+        self._postprocessors: Mapping[str, Callable[[str], str]] | None = None
 
     @property
     def plugin_names(self) -> list[str]:
@@ -68,13 +69,28 @@ class PluginHost:
             self._engines = found
         return self._engines
 
-    def postprocessors(self) -> dict[str, Callable[[str], str]]:
+    def postprocessors(self) -> Mapping[str, Callable[[str], str]]:
+        """Every step a profile may name: the built-ins, extended by the plugins' steps.
+
+        A plugin adds steps; it never replaces the built-ins (one plugin installed must not
+        make ``strip_role_tokens`` unknown). A name already taken, by a built-in or by an
+        earlier plugin, is refused: a profile's step list must mean one thing.
+        """
         if self._postprocessors is None:
-            found: dict[str, Callable[[str], str]] = {}
-            self.manager.hook.ltcai_register_postprocessors(
-                register=lambda name, fn: found.__setitem__(name, fn)
-            )
-            self._postprocessors = found
+            found: dict[str, Callable[[str], str]] = dict(POSTPROCESSORS)
+
+            def register(name: str, step: Callable[[str], str]) -> None:
+                if name in found:
+                    owner = "a built-in step" if name in POSTPROCESSORS else "registered by another plugin"
+                    raise InvalidRequest(
+                        f"a plugin registers a post-processing step named {name!r}, which is {owner}",
+                        hint="give the plugin's step another name, or disable one with LTCAI_DISABLE_PLUGINS",
+                        code="plugin_error",
+                    )
+                found[name] = step
+
+            self.manager.hook.ltcai_register_postprocessors(register=register)
+            self._postprocessors = MappingProxyType(found)
         return self._postprocessors
 
     def resolve_model(self, *, model_id: str, engine: str) -> str | None:

@@ -88,7 +88,9 @@ def ltcai_register_postprocessors(register: Callable[[str, Callable[[str], str]]
 
     :param register: ``register(name, function)``; ``function(text) -> text`` must be pure
         and cheap (it runs on every answer). A profile lists step names in its
-        ``postprocess`` field; a step that raises is skipped and logged.
+        ``postprocess`` field; a step that raises is skipped and logged. The steps add to
+        the built-ins (``strip_role_tokens``, ``trim_after_user_marker``); a name that is
+        already registered, built-in or by another plugin, is refused.
 
     Called once, when the daemon builds its plugin host at start.
     """

@@ -11,20 +11,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from ltcai.compat._markers import BAD_MARKERS, HARMONY_MARKERS, USER_TURN_MARKERS
-from ltcai.compat._postprocess import (
-    POSTPROCESSORS,
+from ltcai.compat._harmony import (
     HarmonyDelta,
     HarmonyParts,
     HarmonyStreamPostprocessor,
-    Postprocessor,
-    StreamPostprocessor,
-    apply_postprocess,
     postprocess_harmony,
     split_harmony,
+)
+from ltcai.compat._markers import BAD_MARKERS, HARMONY_MARKERS, USER_TURN_MARKERS
+from ltcai.compat._steps import (
+    POSTPROCESSORS,
+    Postprocessor,
+    apply_postprocess,
     strip_role_tokens,
     trim_after_user_marker,
 )
+from ltcai.compat._streaming import StreamPostprocessor
 
 # The step lists of the family table (SPEC §2).
 STEP_LISTS: list[list[str]] = [["strip_role_tokens"], ["trim_after_user_marker", "strip_role_tokens"]]

@@ -10,25 +10,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ltcai.compat import _profiles as profiles
+from ltcai.compat._families import FAMILY_DEFAULTS, family_defaults, template_style
+from ltcai.compat._generation import generation_params
+from ltcai.compat._metadata import ModelMetadata, metadata_from_hf_configs
+from ltcai.compat._overrides import LAYERED_FIELDS, select_user_overrides
 from ltcai.compat._profiles import (
-    FAMILY_DEFAULTS,
-    LAYERED_FIELDS,
     STATE_FIELDS,
-    ModelMetadata,
     Profile,
     ProfileCache,
     build_profile,
-    family_defaults,
-    generation_params,
     learn_from_smoke,
-    merge_stops,
-    metadata_from_hf_configs,
-    profile_key,
     rebuild_profile,
     resolve_family,
-    select_user_overrides,
-    template_style,
 )
+from ltcai.compat._providers import profile_key
+from ltcai.compat._stops import merge_stops
 from ltcai.errors import InvalidRequest
 
 # --------------------------------------------------------------------------- the table
@@ -675,5 +671,5 @@ def test_bad_request_value_is_a_clear_error() -> None:
 def test_exported_names() -> None:
     public = {n for n in dir(profiles) if not n.startswith("_")}
     assert set(profiles.__all__) <= public
-    for name in ("build_profile", "Profile", "ProfileCache", "ModelMetadata", "learn_from_smoke"):
+    for name in ("build_profile", "Profile", "ProfileCache", "learn_from_smoke"):
         assert name in profiles.__all__

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ltcai.compat import build_profile
-from ltcai.compat._profiles import OVERRIDE_KEYS
+from ltcai.compat._overrides import OVERRIDE_KEYS
 from ltcai.config.settings import Settings, load_settings
 from ltcai.engines import llamacpp, managed_venv
 

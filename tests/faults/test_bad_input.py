@@ -173,6 +173,26 @@ def test_unicode_and_percent_encoded_traversal_is_refused_and_creates_nothing(da
     assert _files(daemon.data_dir) == before
 
 
+@pytest.mark.parametrize("model", ["a%00b", "org/50%off", "fake-ok-a%2Db"])
+def test_a_percent_sign_in_an_id_is_refused_naming_the_rule_and_creates_nothing(daemon, model):
+    """No engine's namespace has '%' (issue 10, defect 8: ``a%00b`` was prepared with 200);
+    refused before a job, a file or a process exists."""
+    before = _files(daemon.data_dir)
+    jobs_before = daemon.client.get("/jobs").json()
+    for path, body in (
+        ("/prepare", {"model": model, "engine": "fake"}),
+        ("/chat", {"model": model, "engine": "fake", "prompt": "hi"}),
+        ("/models/unload", {"model": model, "engine": "fake"}),
+    ):
+        response = daemon.client.post(path, json=body)
+        assert response.status_code == 400, (path, response.text)
+        error = response.json()["error"]
+        assert (error["code"], error["rule"]) == ("invalid_model_id", "percent_sign")
+        assert "'%'" in error["message"]
+    assert daemon.client.get("/jobs").json() == jobs_before
+    assert _files(daemon.data_dir) == before
+
+
 # ------------------------------------------------------------------------- rude clients
 
 
