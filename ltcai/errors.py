@@ -3,6 +3,7 @@
     LtcaiError                      code, message, hint; never shows a traceback
     ├── InvalidRequest              the caller sent something we cannot act on (4xx)
     │   ├── InvalidModelId          an id broke a validation rule (named in the message)
+    │   ├── FieldError              a request field missing, malformed, unknown or not taken
     │   └── UnknownEngine           an engine name nobody registered
     ├── NotFound                    a job, model or profile that does not exist (404)
     ├── Conflict                    the request clashes with current state (409)
@@ -29,6 +30,7 @@ __all__ = [
     "DownloadError",
     "EngineError",
     "EngineUnavailable",
+    "FieldError",
     "IllegalTransition",
     "InvalidModelId",
     "InvalidRequest",
@@ -75,6 +77,20 @@ class InvalidModelId(InvalidRequest):
 
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "rule": self.rule}
+
+
+class FieldError(InvalidRequest):
+    """A request field that is missing, malformed, unknown, or not taken by the engine;
+    ``param`` names it as OpenAI's error object does (``messages[1].tool_call_id``)."""
+
+    code = "invalid_field"
+
+    def __init__(self, message: str, *, param: str, code: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, code=code, hint=hint)
+        self.param = param
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "param": self.param}
 
 
 class UnknownEngine(InvalidRequest):

@@ -24,12 +24,13 @@ from starlette.routing import Route
 from .. import __version__
 from ..compat import REMOTE_PROVIDERS
 from ..core import explain_rows, profile_view, resolve_with_settings
-from ..errors import InvalidRequest, LtcaiError, NotFound
+from ..errors import LtcaiError, NotFound
 from . import chat
-from .body import generation_overrides, optional_bool, optional_str, read_json_object, required_str
+from .body import optional_bool, optional_str, read_json_object, required_str
 from .openai_api import openai_routes
 from .prepare_runner import run_prepare
 from .services import Services
+from .validation import check_engine_takes, check_model_sees, parse_chat
 
 __all__ = ["build_app", "error_body", "exception_handlers"]
 
@@ -171,19 +172,25 @@ def build_app(services: Services) -> Starlette:
 
     async def chat_route(request: Request) -> Response:
         body = await read_json_object(request, limit)
-        model = required_str(body, "model")
-        resolution = resolve_with_settings(services.settings, services.plugins, model, optional_str(body, "engine"))
-        messages = _messages(body)
-        overrides = generation_overrides(body)
+        engine = optional_str(body, "engine")
+        if "messages" not in body:  # the CLI's one-shot form: a prompt is one user turn
+            body = {**body, "messages": [{"role": "user", "content": required_str(body, "prompt")}]}
+            del body["prompt"]
+        call = parse_chat(body, extra_fields=("engine",))
+        resolution = resolve_with_settings(services.settings, services.plugins, call.model, engine)
+        check_engine_takes(call, resolution.engine, services.engine(resolution.engine).request_rules.fields)
         loaded = services.models.get(resolution.engine, resolution.resolved_model)
-        if optional_bool(body, "stream", default=False):
-            return _ndjson(chat.chat_stream(services, loaded, model, messages, overrides))
-        answer = await chat.chat_once(services, loaded, model, messages, overrides)
+        if loaded is not None:
+            check_model_sees(call, call.model, vision=loaded.profile.vision)
+        if call.stream:
+            return _ndjson(chat.chat_stream(services, loaded, call))
+        answer = await chat.chat_once(services, loaded, call)
         return JSONResponse(
             {
                 "model": resolution.resolved_model,
                 "content": answer.content,
                 "reasoning": answer.reasoning,
+                "tool_calls": answer.tool_calls,
                 "finish_reason": answer.finish_reason,
                 "usage": answer.usage,
                 "recovered": answer.recovered,
@@ -218,23 +225,6 @@ def build_app(services: Services) -> Starlette:
     return Starlette(routes=routes + openai_routes(services), exception_handlers=exception_handlers())
 
 
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    if "messages" in body:
-        messages = body["messages"]
-        if not isinstance(messages, list) or not messages:
-            raise InvalidRequest("messages must be a non-empty list of {role, content} objects")
-        for message in messages:
-            if (
-                not isinstance(message, dict)
-                or message.get("role") not in ("system", "user", "assistant")
-                or not isinstance(message.get("content"), str)
-            ):
-                raise InvalidRequest(
-                    "each message must be an object with role system/user/assistant and string content"
-                )
-        return messages
-    prompt = required_str(body, "prompt")
-    return [{"role": "user", "content": prompt}]
 
 
 def exception_handlers() -> dict[Any, Any]:

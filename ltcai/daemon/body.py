@@ -7,15 +7,12 @@ from typing import Any
 
 from starlette.requests import Request
 
-from ..errors import InvalidRequest
+from ..errors import FieldError, InvalidRequest
 
 __all__ = [
     "BodyTooLarge",
-    "generation_overrides",
     "optional_bool",
-    "optional_number",
     "optional_str",
-    "optional_str_list",
     "read_json_object",
     "required_str",
 ]
@@ -50,13 +47,13 @@ async def read_json_object(request: Request, limit: int) -> dict[str, Any]:
     return body
 
 
-def _type_error(name: str, expected: str, value: Any) -> InvalidRequest:
-    return InvalidRequest(f"{name!r} must be {expected}, not {json.dumps(value)[:60]}", code="invalid_field")
+def _type_error(name: str, expected: str, value: Any) -> FieldError:
+    return FieldError(f"{name!r} must be {expected}, not {json.dumps(value)[:60]}", param=name)
 
 
 def required_str(body: dict[str, Any], name: str) -> str:
     if name not in body:
-        raise InvalidRequest(f"{name!r} is required", code="missing_field")
+        raise FieldError(f"{name!r} is required", param=name, code="missing_field")
     value = body[name]
     if not isinstance(value, str):
         raise _type_error(name, "a string", value)
@@ -77,39 +74,3 @@ def optional_bool(body: dict[str, Any], name: str, *, default: bool) -> bool:
     if not isinstance(value, bool):
         raise _type_error(name, "true or false", value)
     return value
-
-
-def optional_number(body: dict[str, Any], name: str, *, integer: bool = False) -> float | int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
-        raise _type_error(name, "an integer" if integer else "a number", value)
-    return value
-
-
-def optional_str_list(body: dict[str, Any], name: str) -> list[str] | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [value]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise _type_error(name, "a string or a list of strings", value)
-    return value
-
-
-def generation_overrides(body: dict[str, Any]) -> dict[str, Any]:
-    """The sampling fields a chat request may set, checked; absent ones are left out so
-    the profile's values stand (SPEC.md §7: a request's non-null overrides win)."""
-    max_tokens = optional_number(body, "max_completion_tokens", integer=True)  # OpenAI's newer name
-    if max_tokens is None:
-        max_tokens = optional_number(body, "max_tokens", integer=True)
-    overrides = {
-        "temperature": optional_number(body, "temperature"),
-        "top_p": optional_number(body, "top_p"),
-        "max_tokens": max_tokens,
-        "stop": optional_str_list(body, "stop"),
-        "seed": optional_number(body, "seed", integer=True),
-    }
-    return {k: v for k, v in overrides.items() if v is not None}

@@ -9,7 +9,7 @@ retry once with stricter parameters; a leaked marker becomes a learned stop.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,21 +25,23 @@ from ..compat import (
     StreamPostprocessor,
     apply_postprocess,
     classify_answer,
-    generation_params,
     learn_from_smoke,
     postprocess_harmony,
 )
 from ..engines import openai_client
-from ..engines.base import ChatRequest, ServedModel
+from ..engines.base import ChatChunk, ChatRequest, ServedModel
 from ..errors import ChatError, Conflict
+from .engine_request import StopCutter, cut_at_stops, engine_params
 from .models import LoadedModel
 from .services import Services
+from .validation import ChatCall
 
 __all__ = [
     "ChatAnswer",
     "SmokeOutcome",
     "chat_once",
     "chat_stream",
+    "completion_stream",
     "list_served_models",
     "postprocess_text",
     "shape_messages",
@@ -58,6 +60,8 @@ class ChatAnswer:
     finish_reason: str | None
     usage: dict[str, int] | None
     recovered: bool = False
+    tool_calls: list[dict[str, Any]] | None = None  # as the engine sent them
+    logprobs: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -80,14 +84,22 @@ def _leaked_marker(raw: str) -> str | None:
 
 
 def shape_messages(profile: Profile, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fold system messages into the first user turn for models without a system role."""
+    """Fold system messages into the first user turn for models without a system role.
+
+    System content is a string (the validator joins text parts); a user turn with image
+    parts gets the system text as a leading text part.
+    """
     if profile.supports_system or not any(m.get("role") == "system" for m in messages):
         return messages
     system = "\n\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
     rest = [dict(m) for m in messages if m.get("role") != "system"]
     for message in rest:
         if message.get("role") == "user":
-            message["content"] = f"{system}\n\n{message.get('content', '')}"
+            content = message.get("content", "")
+            if isinstance(content, list):
+                message["content"] = [{"type": "text", "text": system + "\n\n"}, *content]
+            else:
+                message["content"] = f"{system}\n\n{content}"
             break
     else:
         rest.insert(0, {"role": "user", "content": system})
@@ -114,18 +126,12 @@ async def list_served_models(http: httpx.AsyncClient, served: ServedModel) -> li
         ) from exc
 
 
-async def _complete_raw(services: Services, served: ServedModel, request: ChatRequest) -> tuple[str, dict[str, Any]]:
-    answer = await openai_client.chat_completion(services.chat_http, served, request)
-    choices = answer.get("choices") or [{}]
-    content = (choices[0].get("message") or {}).get("content") or ""
-    return content, answer
-
-
 async def smoke_test(services: Services, served: ServedModel, profile: Profile, *, max_tokens: int) -> SmokeOutcome:
     """Send the smoke prompt, classify the raw answer, record the verdict on the profile."""
-    params = generation_params(profile, {"max_tokens": max_tokens})
+    params, _held = engine_params(services.engine(served.engine).request_rules, profile, {"max_tokens": max_tokens}, {})
     request = ChatRequest(shape_messages(profile, [{"role": "user", "content": SMOKE_PROMPT}]), params)
-    raw, _ = await _complete_raw(services, served, request)
+    answer = await openai_client.chat_completion(services.chat_http, served, request)
+    raw = _message_of(answer)[1].get("content") or ""
     answer, _reasoning = postprocess_text(services, profile, raw)
     # The raw text is judged: leakage that post-processing would hide is still a defect
     # of the set-up, and the leaked marker is what the profile learns as a stop.
@@ -164,69 +170,147 @@ async def _learn_stop(services: Services, loaded: LoadedModel, marker: str) -> N
     loaded.profile = await services.profiles.put(profile)
 
 
-async def chat_once(
-    services: Services, loaded: LoadedModel | None, model: str, messages: list[dict[str, Any]], overrides: dict[str, Any]
-) -> ChatAnswer:
-    loaded = _require_ready(loaded, model)
-    profile = loaded.profile
-    params = generation_params(profile, overrides)
-    request = ChatRequest(shape_messages(profile, messages), params)
-    raw, answer = await _complete_raw(services, loaded.served, request)
-    verdict = classify_answer(raw, check_expected_result=False)
+def _request(
+    services: Services, loaded: LoadedModel, call: ChatCall, overrides: dict[str, Any]
+) -> tuple[ChatRequest, list[str]]:
+    """The engine's request and the stops it was not sent (ltcai cuts the output there)."""
+    rules = services.engine(loaded.served.engine).request_rules
+    params, held_stops = engine_params(rules, loaded.profile, overrides, call.fields)
+    return ChatRequest(shape_messages(loaded.profile, call.messages), params), held_stops
+
+
+def _message_of(answer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    choice = (answer.get("choices") or [{}])[0]
+    return choice, choice.get("message") or {}
+
+
+async def chat_once(services: Services, loaded: LoadedModel | None, call: ChatCall) -> ChatAnswer:
+    loaded = _require_ready(loaded, call.model)
+    request, held_stops = _request(services, loaded, call, call.overrides)
+    answer = await openai_client.chat_completion(services.chat_http, loaded.served, request)
+    choice, message = _message_of(answer)
+    raw = message.get("content") or ""
     recovered = False
-    if not verdict.usable:
-        log.info("answer failed classification; retrying once", reason=verdict.reason)
-        marker = _leaked_marker(raw)
+    # A tool call is an answer, whatever the (usually empty) content says.
+    if not message.get("tool_calls") and not classify_answer(raw, check_expected_result=False).usable:
+        log.info("answer failed classification; retrying once", reason=classify_answer(raw).reason)
+        params = request.params
         stricter = dict(params, temperature=min(params.get("temperature") or 0.0, _RECOVERY_TEMPERATURE))
+        marker = _leaked_marker(raw)
         if marker:
             stricter["stop"] = [*params.get("stop", []), marker]
             await _learn_stop(services, loaded, marker)
-        raw, answer = await _complete_raw(services, loaded.served, ChatRequest(request.messages, stricter))
+        answer = await openai_client.chat_completion(services.chat_http, loaded.served, ChatRequest(request.messages, stricter))
+        choice, message = _message_of(answer)
+        raw = message.get("content") or ""
         recovered = True
-    content, reasoning = postprocess_text(services, loaded.profile, raw)
-    choice = (answer.get("choices") or [{}])[0]
-    return ChatAnswer(content, reasoning, choice.get("finish_reason"), answer.get("usage"), recovered)
+    content, reasoning = postprocess_text(services, loaded.profile, cut_at_stops(raw, held_stops))
+    return ChatAnswer(
+        content,
+        message.get("reasoning_content") or reasoning,
+        choice.get("finish_reason"),
+        answer.get("usage"),
+        recovered,
+        tool_calls=message.get("tool_calls") or None,
+        logprobs=choice.get("logprobs"),
+    )
 
 
-async def chat_stream(
-    services: Services, loaded: LoadedModel | None, model: str, messages: list[dict[str, Any]], overrides: dict[str, Any]
+@dataclass
+class _Streamed:
+    """What a stream left behind, for the recovery decision and the usage line."""
+
+    raw: list[str] = field(default_factory=list)
+    sent: bool = False
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    engine_chunks: int = 0
+
+
+async def _processed(
+    services: Services, profile: Profile, chunks: AsyncIterator[ChatChunk], held_stops: list[str], seen: _Streamed
 ) -> AsyncIterator[dict[str, Any]]:
-    """Yield ``{"content": …}`` / ``{"reasoning": …}`` deltas, then ``{"finish_reason": …}``.
-
-    Chunks go out as the engine sends them, held back only as long as a marker split
-    across chunks could still need. Recovery happens only when nothing was sent.
-    """
-    loaded = _require_ready(loaded, model)
-    profile = loaded.profile
-    params = generation_params(profile, overrides)
-    request = ChatRequest(shape_messages(profile, messages), params)
+    """The engine's chunks as deltas: content post-processed (held back only as long as a
+    marker split across chunks could still need), the rest passed through in order."""
     registry = services.plugins.postprocessors()
     processor: StreamPostprocessor | HarmonyStreamPostprocessor = (
         HarmonyStreamPostprocessor(profile.postprocess, registry)
         if _is_harmony(profile)
         else StreamPostprocessor(profile.postprocess, registry)
     )
-    raw_parts: list[str] = []
-    sent_anything = False
-    finish_reason = None
-    async for chunk in openai_client.stream_chat_completion(services.chat_http, loaded.served, request):
-        raw_parts.append(chunk.content)
-        finish_reason = chunk.finish_reason or finish_reason
-        for delta in _deltas(processor.feed(chunk.content)):
-            sent_anything = True
+    stop_cut = StopCutter(held_stops)
+    async for chunk in chunks:
+        seen.usage = chunk.usage or seen.usage
+        seen.finish_reason = chunk.finish_reason or seen.finish_reason
+        if chunk.content or chunk.tool_calls or chunk.reasoning:
+            seen.engine_chunks += 1
+        seen.raw.append(chunk.content)
+        if chunk.reasoning:
+            seen.sent = True
+            yield {"reasoning": chunk.reasoning}
+        for delta in _deltas(processor.feed(stop_cut.feed(chunk.content))):
+            seen.sent = True
             yield delta
-    for delta in _deltas(processor.finish()):
-        sent_anything = True
+        if chunk.tool_calls:
+            seen.sent = True
+            yield {"tool_calls": chunk.tool_calls}
+        if chunk.logprobs:
+            yield {"logprobs": chunk.logprobs}
+    for delta in _deltas(processor.feed(stop_cut.finish())) + _deltas(processor.finish()):
+        seen.sent = True
         yield delta
-    raw = "".join(raw_parts)
-    if not sent_anything and not classify_answer(raw, check_expected_result=False).usable:
-        answer = await chat_once(services, loaded, model, messages, dict(overrides, temperature=_RECOVERY_TEMPERATURE))
+
+
+async def chat_stream(services: Services, loaded: LoadedModel | None, call: ChatCall) -> AsyncIterator[dict[str, Any]]:
+    """Yield ``{"content": …}`` / ``{"reasoning": …}`` / ``{"tool_calls": […]}`` /
+    ``{"logprobs": …}`` deltas, then ``{"finish_reason": …}``, then ``{"usage": …}`` when
+    ``call.include_usage``.
+
+    Tool-call deltas pass through whole and in order, untouched by post-processing.
+    Recovery happens only when nothing was sent (a tool call counts as sent).
+    """
+    loaded = _require_ready(loaded, call.model)
+    request, held_stops = _request(services, loaded, call, call.overrides)
+    engine = openai_client.stream_chat_completion(services.chat_http, loaded.served, request, include_usage=call.include_usage)
+    seen = _Streamed()
+    async for delta in _processed(services, loaded.profile, engine, held_stops, seen):
+        yield delta
+    if not seen.sent and not classify_answer("".join(seen.raw), check_expected_result=False).usable:
+        retry = replace(call, overrides=dict(call.overrides, temperature=_RECOVERY_TEMPERATURE))
+        answer = await chat_once(services, loaded, retry)
         if answer.reasoning:
             yield {"reasoning": answer.reasoning}
         if answer.content:
             yield {"content": answer.content}
-        finish_reason = answer.finish_reason
-    yield {"finish_reason": finish_reason or "stop"}
+        if answer.tool_calls:
+            yield {"tool_calls": [dict(c, index=i) for i, c in enumerate(answer.tool_calls)]}
+        seen.finish_reason, seen.usage = answer.finish_reason, answer.usage or seen.usage
+    yield {"finish_reason": seen.finish_reason or "stop"}
+    if call.include_usage:
+        yield {"usage": seen.usage or _counted_usage(seen.engine_chunks)}
+
+
+async def completion_stream(
+    services: Services, loaded: LoadedModel, call: ChatCall, prompt: str
+) -> AsyncIterator[dict[str, Any]]:
+    """A legacy completion streamed: the same deltas as :func:`chat_stream` (no recovery:
+    a raw prompt has no turn a retry could fix)."""
+    request, held_stops = _request(services, loaded, call, call.overrides)
+    engine = openai_client.stream_text_completion(
+        services.chat_http, loaded.served, request, prompt, include_usage=call.include_usage
+    )
+    seen = _Streamed()
+    async for delta in _processed(services, loaded.profile, engine, held_stops, seen):
+        yield delta
+    yield {"finish_reason": seen.finish_reason or "stop"}
+    if call.include_usage:
+        yield {"usage": seen.usage or _counted_usage(seen.engine_chunks)}
+
+
+def _counted_usage(engine_chunks: int) -> dict[str, Any]:
+    """Usage for an engine that streams none: llama.cpp, MLX and vLLM send one token per
+    chunk, so the chunks are the completion's tokens; the prompt's are not known."""
+    return {"prompt_tokens": 0, "completion_tokens": engine_chunks, "total_tokens": engine_chunks, "estimated": True}
 
 
 def _deltas(output: Any) -> list[dict[str, str]]:

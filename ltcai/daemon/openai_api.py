@@ -19,13 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..compat import Resolution, generation_params
 from ..core import resolve_with_settings
 from ..engines import openai_client
 from ..engines.base import ChatRequest
-from ..errors import Conflict, InvalidRequest, LtcaiError
+from ..errors import Conflict, LtcaiError
 from . import chat
-from .body import generation_overrides, optional_bool, read_json_object, required_str
+from .body import read_json_object
+from .engine_request import cut_at_stops, engine_params
+from .validation import check_engine_takes, check_model_sees, parse_chat, parse_completion
 from .models import LoadedModel
 from .prepare_runner import run_prepare
 from .services import Services
@@ -33,12 +34,28 @@ from .services import Services
 __all__ = ["openai_routes"]
 
 
-async def _ready_model(services: Services, model: str) -> tuple[Resolution, LoadedModel]:
-    """The served model for ``model``, preparing it first if it is not ready."""
+def _engine_of(services: Services, model: str) -> tuple[str, LoadedModel | None]:
+    """The engine that serves ``model`` and its served model if there is one.
+
+    A model already prepared is found by the id it was prepared with, whichever engine
+    that was (``ltcai prepare x --engine ollama`` then ``"model": "x"``); otherwise the
+    id resolves as usual (a provider prefix, or the default engine).
+    """
+    for loaded in services.models.all():
+        if model in (loaded.resolution.input_id, loaded.resolution.resolved_model):
+            return loaded.resolution.engine, loaded
     resolution = resolve_with_settings(services.settings, services.plugins, model, None)
-    loaded = services.models.get(resolution.engine, resolution.resolved_model)
+    return resolution.engine, services.models.get(resolution.engine, resolution.resolved_model)
+
+
+async def _ready_model(services: Services, model: str) -> LoadedModel:
+    """The served model for ``model``, preparing it first if it is not ready."""
+    engine, loaded = _engine_of(services, model)
     if loaded is not None and loaded.ready:
-        return resolution, loaded
+        return loaded
+    resolution = (
+        loaded.resolution if loaded is not None else resolve_with_settings(services.settings, services.plugins, model, None)
+    )
     job, _created = services.jobs.start(resolution, lambda j: run_prepare(services, j))
     await job.done.wait()
     report = job.machine.report
@@ -50,25 +67,7 @@ async def _ready_model(services: Services, model: str) -> tuple[Resolution, Load
             hint=f"see `ltcai jobs {job.id}` for the full report",
             code="model_not_ready",
         )
-    return resolution, loaded
-
-
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' must be a non-empty array", code="invalid_field")
-    shaped = []
-    for message in messages:
-        if not isinstance(message, dict) or message.get("role") not in ("system", "developer", "user", "assistant"):
-            raise InvalidRequest("each message needs a role of system, developer, user or assistant", code="invalid_field")
-        content = message.get("content")
-        if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-        if not isinstance(content, str):
-            raise InvalidRequest("message content must be a string or text parts", code="invalid_field")
-        role = "system" if message["role"] == "developer" else message["role"]
-        shaped.append({"role": role, "content": content})
-    return shaped
+    return loaded
 
 
 def _sse(data: dict[str, Any] | str) -> bytes:
@@ -93,78 +92,107 @@ def openai_routes(services: Services) -> list[Route]:
         return JSONResponse({"object": "list", "data": data})
 
     async def chat_completions(request: Request) -> Response:
-        body = await read_json_object(request, limit)
-        model = required_str(body, "model")
-        messages = _messages(body)
-        overrides = generation_overrides(body)
-        stream = optional_bool(body, "stream", default=False)
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if isinstance(body.get("stream_options"), dict) else False
-        _resolution, loaded = await _ready_model(services, model)
+        call = parse_chat(await read_json_object(request, limit))
+        engine, _loaded = _engine_of(services, call.model)
+        # Refused before a just-in-time prepare: no model is loaded for a request that cannot run.
+        check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
+        loaded = await _ready_model(services, call.model)
+        check_model_sees(call, call.model, vision=loaded.profile.vision)
+        model = call.model
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
-        if not stream:
-            answer = await chat.chat_once(services, loaded, model, messages, overrides)
+        if not call.stream:
+            answer = await chat.chat_once(services, loaded, call)
             message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+            if answer.tool_calls:
+                message["tool_calls"] = answer.tool_calls
+                message["content"] = answer.content or None
             if answer.reasoning:
                 message["reasoning_content"] = answer.reasoning
+            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": answer.finish_reason or "stop"}
+            if "logprobs" in call.fields:
+                choice["logprobs"] = answer.logprobs
             return JSONResponse(
                 {
                     "id": completion_id,
                     "object": "chat.completion",
                     "created": created,
                     "model": model,
-                    "choices": [{"index": 0, "message": message, "finish_reason": answer.finish_reason or "stop"}],
+                    "choices": [choice],
                     "usage": answer.usage,
                 }
             )
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
             return {
                 "id": completion_id,
                 "object": "chat.completion.chunk",
                 "created": created,
                 "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}],
             }
 
         async def events() -> AsyncIterator[bytes]:
             yield _sse(chunk({"role": "assistant", "content": ""}))
             try:
-                async for delta in chat.chat_stream(services, loaded, model, messages, overrides):
+                async for delta in chat.chat_stream(services, loaded, call):
                     if "content" in delta:
                         yield _sse(chunk({"content": delta["content"]}))
                     elif "reasoning" in delta:
                         yield _sse(chunk({"reasoning_content": delta["reasoning"]}))
+                    elif "tool_calls" in delta:
+                        yield _sse(chunk({"tool_calls": delta["tool_calls"]}))
+                    elif "logprobs" in delta:
+                        yield _sse(chunk({}, logprobs=delta["logprobs"]))
                     elif "finish_reason" in delta:
                         yield _sse(chunk({}, delta["finish_reason"]))
+                    elif "usage" in delta:
+                        yield _sse({**chunk({}), "choices": [], "usage": delta["usage"]})
             except LtcaiError as exc:
                 yield _sse({"error": {"message": exc.message, "type": "server_error", "code": exc.code, "hint": exc.hint}})
-            if include_usage:
-                yield _sse({"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": None})
             yield _sse("[DONE]")
 
         return StreamingResponse(events(), media_type="text/event-stream")
 
     async def completions(request: Request) -> Response:
-        body = await read_json_object(request, limit)
-        model = required_str(body, "model")
-        prompt = body.get("prompt")
-        if not isinstance(prompt, str):
-            raise InvalidRequest("'prompt' must be a string", code="invalid_field")
-        if optional_bool(body, "stream", default=False):
-            raise InvalidRequest(
-                "streaming is not supported on /v1/completions", hint="use /v1/chat/completions to stream", code="unsupported"
-            )
-        _resolution, loaded = await _ready_model(services, model)
-        params = generation_params(loaded.profile, generation_overrides(body))
+        call, prompt = parse_completion(await read_json_object(request, limit))
+        engine, _loaded = _engine_of(services, call.model)
+        check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
+        loaded = await _ready_model(services, call.model)
+        completion_id = "cmpl-" + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        if call.stream:
+
+            def event(text: str, finish: str | None = None) -> dict[str, Any]:
+                choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+                return {"id": completion_id, "object": "text_completion", "created": created, "model": call.model,
+                        "choices": [choice]}  # fmt: skip
+
+            async def events() -> AsyncIterator[bytes]:
+                try:
+                    async for delta in chat.completion_stream(services, loaded, call, prompt):
+                        if "content" in delta:
+                            yield _sse(event(delta["content"]))
+                        elif "finish_reason" in delta:
+                            yield _sse(event("", delta["finish_reason"]))
+                        elif "usage" in delta:
+                            yield _sse({**event(""), "choices": [], "usage": delta["usage"]})
+                except LtcaiError as exc:
+                    yield _sse({"error": {"message": exc.message, "type": "server_error", "code": exc.code, "hint": exc.hint}})
+                yield _sse("[DONE]")
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        params, held_stops = engine_params(
+            services.engine(engine).request_rules, loaded.profile, call.overrides, call.fields
+        )
         answer = await openai_client.text_completion(services.chat_http, loaded.served, ChatRequest([], params), prompt)
-        text, _reasoning = chat.postprocess_text(services, loaded.profile, answer["text"])
+        text, _reasoning = chat.postprocess_text(services, loaded.profile, cut_at_stops(answer["text"], held_stops))
         return JSONResponse(
             {
-                "id": "cmpl-" + uuid.uuid4().hex[:24],
+                "id": completion_id,
                 "object": "text_completion",
-                "created": int(time.time()),
-                "model": model,
+                "created": created,
+                "model": call.model,
                 "choices": [{"index": 0, "text": text, "finish_reason": answer.get("finish_reason") or "stop", "logprobs": None}],
                 "usage": answer.get("usage"),
             }

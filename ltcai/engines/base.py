@@ -40,6 +40,7 @@ __all__ = [
     "InstallResult",
     "LoadResult",
     "ProgressFn",
+    "RequestRules",
     "ServedModel",
 ]
 
@@ -138,6 +139,34 @@ class ChatRequest:
 class ChatChunk:
     content: str
     finish_reason: str | None = None
+    # Passed through as the engine sent them, never post-processed:
+    tool_calls: list[dict[str, Any]] | None = None  # OpenAI's streamed tool_call deltas
+    reasoning: str = ""  # the engine's own ``reasoning_content``
+    logprobs: dict[str, Any] | None = None
+    usage: dict[str, Any] | None = None  # the last event, when stream_options asked for it
+
+
+@dataclass(frozen=True)
+class RequestRules:
+    """What an engine's server takes of an OpenAI chat request; the daemon refuses the rest.
+
+    ``fields``: the request fields beyond messages and sampling that it takes (names from
+    ``ltcai.daemon.validation.ENGINE_FIELDS``: ``tools``, ``response_format``, ``seed``…,
+    plus ``image_url`` for image content parts). A request carrying any other gets a 400
+    naming the field and the engine. None: whatever OpenAI's API takes.
+    ``profile_sampling``: whether the profile's own defaults (temperature, top_p,
+    max_tokens, stops from the family and model layers) are sent. Hosted models know
+    their own and some refuse what the user did not ask for: False sends only what the
+    user set (the request, or the user layer of the profile).
+    ``max_stop``: how many stop sequences the server takes; the rest are ltcai's to
+    enforce on the output. ``max_tokens_name``: ``max_completion_tokens`` for servers
+    that refuse the older ``max_tokens``.
+    """
+
+    fields: frozenset[str] | None = None
+    profile_sampling: bool = True
+    max_stop: int | None = None
+    max_tokens_name: str = "max_tokens"
 
 
 @dataclass(frozen=True)
@@ -174,6 +203,7 @@ class EngineAdapter:
 
     name: str = ""
     description: str = ""
+    request_rules: RequestRules = RequestRules()
 
     async def check(self, ctx: EngineContext) -> EngineCheck:
         """Is the engine usable here? Must be quick and side-effect free."""

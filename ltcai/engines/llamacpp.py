@@ -27,6 +27,7 @@ from .base import (
     EngineCheck,
     EngineContext,
     InstallResult,
+    RequestRules,
     ServedModel,
 )
 from .bundled import BUNDLED_MODELS, locate_bundled
@@ -66,6 +67,12 @@ def _probe_here() -> str:
 class LlamaCppEngine(EngineAdapter):
     name = "llamacpp"
     description = "llama.cpp via llama-cpp-python's OpenAI-compatible server (CPU, CUDA, Metal)"
+    # llama-server's OpenAI API (with --jinja: the GGUF's own template and tool-call format);
+    # it answers one choice (no n), and sees images only with a projector (not set up).
+    request_rules = RequestRules(fields=frozenset({
+        "tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs", "top_logprobs",
+        "presence_penalty", "frequency_penalty", "logit_bias", "seed", "user",
+    }))
 
     def __init__(self) -> None:
         self._verified: set[tuple] = set()  # files already hashed, see gguf_files.verify_file

@@ -42,7 +42,7 @@ import structlog
 
 from ..errors import DownloadError, EngineError, EngineUnavailable, ServerStartError
 from ..plugins import hookimpl
-from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, LoadResult, ServedModel
+from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, LoadResult, RequestRules, ServedModel
 from .ollama import host_url
 
 __all__ = ["DEFAULT_HOST", "INSTALL_HINT", "LMStudioEngine"]
@@ -109,6 +109,10 @@ def _clean(text: str) -> str:
 class LMStudioEngine(EngineAdapter):
     name = "lmstudio"
     description = "LM Studio: the lms CLI and LM Studio's local OpenAI-compatible server (:1234)"
+    # LM Studio's OpenAI-compatible endpoints (its docs' supported payload parameters).
+    request_rules = RequestRules(fields=frozenset({
+        "tools", "response_format", "seed", "presence_penalty", "frequency_penalty", "logit_bias", "image_url",
+    }))
 
     # ------------------------------------------------------------------ where it is
 

@@ -40,7 +40,7 @@ from ..config.paths import hf_hub_cache
 from ..errors import ChatError, DownloadError, EngineUnavailable, InvalidRequest, ServerStartError
 from ..plugins import hookimpl
 from . import gguf_files, mlx_import
-from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, InstallResult, LoadResult, ServedModel
+from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, InstallResult, LoadResult, RequestRules, ServedModel
 from .bundled import BUNDLED_MODELS, DEFAULT_MODEL_ALIAS, locate_bundled
 from .hf_snapshot import download_snapshot
 from .local_server import PortTaken, free_port, start_and_wait_ready
@@ -155,6 +155,10 @@ async def run_import(
 class MlxEngine(EngineAdapter):
     name = "mlx"
     description = "Apple MLX via mlx-lm's OpenAI-compatible server (Apple silicon; CPU on Linux)"
+    # What mlx_lm.server reads of a request (its server.py); no response_format, no n.
+    request_rules = RequestRules(fields=frozenset({
+        "tools", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "seed", "user",
+    }))
 
     def __init__(self) -> None:
         self._verified: set[tuple] = set()  # bundled files already hashed (gguf_files.verify_file)

@@ -38,7 +38,7 @@ import structlog
 
 from ..errors import DownloadError, EngineError, EngineUnavailable, ServerStartError
 from ..plugins import hookimpl
-from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, LoadResult, ServedModel
+from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, LoadResult, RequestRules, ServedModel
 from .local_server import PortTaken, free_port, start_and_wait_ready
 from .resumable import format_bytes
 
@@ -119,6 +119,10 @@ class _Server:
 class OllamaEngine(EngineAdapter):
     name = "ollama"
     description = "Ollama: its own server (ollama serve) and model store; pull, load with keep_alive"
+    # Ollama's docs/api/openai-compatibility: no tool_choice, logit_bias, user or n.
+    request_rules = RequestRules(fields=frozenset({
+        "tools", "response_format", "seed", "presence_penalty", "frequency_penalty", "reasoning_effort", "image_url",
+    }))
 
     def __init__(self) -> None:
         self._own: _Server | None = None  # the `ollama serve` ltcai started, if any

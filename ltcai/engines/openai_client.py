@@ -28,7 +28,7 @@ from .base import ChatChunk, ChatRequest, ServedModel
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["ChatHTTP", "chat_completion", "stream_chat_completion", "text_completion"]
+__all__ = ["ChatHTTP", "chat_completion", "stream_chat_completion", "stream_text_completion", "text_completion"]
 
 # An idle connection is dropped before uvicorn (llama_cpp.server, mlx_lm, vLLM) closes
 # it after 5 s, so a request never goes out on a connection the server is closing.
@@ -102,8 +102,10 @@ class ChatHTTP:
         await self.aclose()
 
 
-def _payload(served: ServedModel, request: ChatRequest, *, stream: bool) -> dict[str, Any]:
+def _payload(served: ServedModel, request: ChatRequest, *, stream: bool, include_usage: bool = False) -> dict[str, Any]:
     payload: dict[str, Any] = {"model": served.model, "messages": request.messages, "stream": stream}
+    if include_usage:
+        payload["stream_options"] = {"include_usage": True}
     payload.update({k: v for k, v in request.params.items() if v is not None})
     if not payload.get("stop"):
         payload.pop("stop", None)
@@ -193,11 +195,25 @@ async def chat_completion(
 
 
 async def stream_chat_completion(
-    http: ChatHTTP, served: ServedModel, request: ChatRequest, *, timeout: float | None = None
+    http: ChatHTTP,
+    served: ServedModel,
+    request: ChatRequest,
+    *,
+    timeout: float | None = None,
+    include_usage: bool = False,
 ) -> AsyncIterator[ChatChunk]:
-    """Stream content deltas as the engine sends them (Server-Sent Events)."""
+    """Stream deltas as the engine sends them (Server-Sent Events): content, tool-call
+    deltas, reasoning, logprobs; with ``include_usage`` the engine's usage comes last."""
+    async for chunk in _stream_events(http, served, "/chat/completions",
+                                      _payload(served, request, stream=True, include_usage=include_usage), timeout):
+        yield chunk
+
+
+async def _stream_events(
+    http: ChatHTTP, served: ServedModel, path: str, payload: dict[str, Any], timeout: float | None
+) -> AsyncIterator[ChatChunk]:
     try:
-        async with _post(http, served, "/chat/completions", _payload(served, request, stream=True), timeout) as response:
+        async with _post(http, served, path, payload, timeout) as response:
             if response.status >= 400:
                 body = await response.read()
                 raise _status_error(served, response.status, body.decode(errors="replace"))
@@ -232,11 +248,20 @@ def _chunks_of(served: ServedModel, payload: bytes) -> list[ChatChunk]:
         raise ChatError(f"{served.engine} failed mid-answer: {message}")
     chunks = []
     for choice in event.get("choices") or ():
-        delta = choice.get("delta") or {}
-        content = delta.get("content") or ""
-        finish = choice.get("finish_reason")
-        if content or finish:
-            chunks.append(ChatChunk(content=content, finish_reason=finish))
+        delta = choice.get("delta")
+        if delta is None:  # a /completions event
+            delta = {"content": choice.get("text")}
+        chunk = ChatChunk(
+            content=delta.get("content") or "",
+            finish_reason=choice.get("finish_reason"),
+            tool_calls=delta.get("tool_calls") or None,
+            reasoning=delta.get("reasoning_content") or "",
+            logprobs=choice.get("logprobs") or None,
+        )
+        if chunk.content or chunk.finish_reason or chunk.tool_calls or chunk.reasoning or chunk.logprobs:
+            chunks.append(chunk)
+    if event.get("usage"):
+        chunks.append(ChatChunk(content="", usage=event["usage"]))
     return chunks
 
 
@@ -249,3 +274,13 @@ async def text_completion(
     answer = await _post_json(http, served, "/completions", payload, timeout)
     choice = (answer.get("choices") or [{}])[0]
     return {"text": choice.get("text") or "", "finish_reason": choice.get("finish_reason"), "usage": answer.get("usage")}
+
+
+async def stream_text_completion(
+    http: ChatHTTP, served: ServedModel, request: ChatRequest, prompt: str, *, include_usage: bool = False
+) -> AsyncIterator[ChatChunk]:
+    """A streamed legacy ``/completions`` call: the text of each event as a chunk's content."""
+    payload = {k: v for k, v in _payload(served, request, stream=True, include_usage=include_usage).items() if k != "messages"}
+    payload["prompt"] = prompt
+    async for chunk in _stream_events(http, served, "/completions", payload, None):
+        yield chunk

@@ -35,7 +35,7 @@ import structlog
 
 from ..errors import EngineError, EngineUnavailable
 from ..plugins import hookimpl
-from .base import EngineAdapter, EngineCheck, EngineContext, LoadResult, ServedModel
+from .base import EngineAdapter, EngineCheck, EngineContext, LoadResult, RequestRules, ServedModel
 
 __all__ = ["PROVIDERS", "Provider", "RemoteOpenAIEngine", "SecretHeaders"]
 
@@ -56,10 +56,22 @@ class Provider:
     # ``/v1/models`` authenticates with ``x-api-key`` and a version).
     key_header: str | None = None
     extra_headers: tuple[tuple[str, str], ...] = ()
+    # What the provider's chat API takes (its documented limits); hosted models get only
+    # the sampling the user set, never the profile's family defaults.
+    rules: RequestRules = RequestRules(profile_sampling=False)
 
 
 PROVIDERS: tuple[Provider, ...] = (
-    Provider("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", "https://platform.openai.com/api-keys", "OPENAI_BASE_URL"),
+    Provider(
+        "openai",
+        "https://api.openai.com/v1",
+        "OPENAI_API_KEY",
+        "https://platform.openai.com/api-keys",
+        "OPENAI_BASE_URL",
+        # At most 4 stop sequences; reasoning models refuse max_tokens (and any
+        # temperature but the default), so only what the user set is sent.
+        rules=RequestRules(profile_sampling=False, max_stop=4, max_tokens_name="max_completion_tokens"),
+    ),
     Provider(
         "anthropic",
         "https://api.anthropic.com/v1",  # its OpenAI SDK compatibility layer
@@ -67,9 +79,29 @@ PROVIDERS: tuple[Provider, ...] = (
         "https://console.anthropic.com/settings/keys",
         key_header="x-api-key",
         extra_headers=(("anthropic-version", "2023-06-01"),),
+        # Its OpenAI compatibility layer ignores logprobs, response_format, penalties,
+        # logit_bias, seed and n: refused here rather than silently lost there.
+        rules=RequestRules(
+            fields=frozenset({"tools", "tool_choice", "parallel_tool_calls", "user", "metadata", "image_url"}),
+            profile_sampling=False,
+        ),
     ),
     Provider("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", "https://openrouter.ai/keys"),
-    Provider("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY", "https://console.groq.com/keys"),
+    Provider(
+        "groq",
+        "https://api.groq.com/openai/v1",
+        "GROQ_API_KEY",
+        "https://console.groq.com/keys",
+        # Groq's OpenAI compatibility: no logprobs, logit_bias or n; at most 4 stops.
+        rules=RequestRules(
+            fields=frozenset({
+                "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed", "user",
+                "presence_penalty", "frequency_penalty", "image_url", "reasoning_effort", "service_tier",
+            }),
+            profile_sampling=False,
+            max_stop=4,
+        ),
+    ),
     Provider("together", "https://api.together.xyz/v1", "TOGETHER_API_KEY", "https://api.together.xyz/settings/api-keys"),
 )
 
@@ -118,6 +150,7 @@ class RemoteOpenAIEngine(EngineAdapter):
         self.provider = provider
         self.name = provider.name
         self.description = f"{provider.name} (remote OpenAI-compatible API at {provider.base_url})"
+        self.request_rules = provider.rules
         self._environ = environ  # None: the process environment, read at each use
 
     def _env(self) -> Mapping[str, str]:

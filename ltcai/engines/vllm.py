@@ -41,7 +41,7 @@ import structlog
 
 from ..errors import DownloadError, EngineUnavailable, InvalidRequest, ServerStartError
 from ..plugins import hookimpl
-from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, InstallResult, ServedModel
+from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, InstallResult, RequestRules, ServedModel
 from .hf_snapshot import download_snapshot
 from .local_server import PortTaken, free_port, start_and_wait_ready
 from .managed_venv import engine_python, install_and_recheck, run_probe
@@ -98,6 +98,11 @@ def _string_list(options: dict[str, Any], key: str) -> list[str]:
 class VllmEngine(EngineAdapter):
     name = "vllm"
     description = "vLLM's OpenAI-compatible server (NVIDIA/AMD GPUs; tensor, pipeline and multi-node parallelism)"
+    # vLLM serves OpenAI's whole chat request, less OpenAI's own service fields.
+    request_rules = RequestRules(fields=frozenset({
+        "tools", "tool_choice", "parallel_tool_calls", "response_format", "n", "logprobs", "top_logprobs",
+        "presence_penalty", "frequency_penalty", "logit_bias", "seed", "user", "image_url",
+    }))
 
     def __init__(self, accelerator: Callable[[], str | None] = detect_accelerator) -> None:
         self._accelerator = accelerator

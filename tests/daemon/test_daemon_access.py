@@ -68,15 +68,18 @@ def test_malformed_json_is_400(daemon, path, raw, code):
         ("/chat", {"model": "fake-ok", "engine": "fake", "prompt": "hi", "temperature": "hot"}, "invalid_field"),
         ("/chat", {"model": "fake-ok", "engine": "fake", "prompt": "hi", "max_tokens": 1.5}, "invalid_field"),
         ("/chat", {"model": "fake-ok", "engine": "fake", "prompt": "hi", "stop": [1]}, "invalid_field"),
-        ("/chat", {"model": "fake-ok", "engine": "fake", "messages": []}, "invalid_request"),
-        ("/chat", {"model": "fake-ok", "engine": "fake", "messages": [{"role": "wizard", "content": "x"}]}, "invalid_request"),
+        ("/chat", {"model": "fake-ok", "engine": "fake", "messages": []}, "invalid_field"),
+        ("/chat", {"model": "fake-ok", "engine": "fake", "messages": [{"role": "wizard", "content": "x"}]}, "invalid_field"),
+        ("/chat", {"model": "fake-ok", "engine": "fake", "prompt": "hi", "temperature": 5}, "invalid_field"),
+        ("/chat", {"model": "fake-ok", "engine": "fake", "prompt": "hi", "frobnicate": 1}, "unknown_field"),
         ("/models/unload", {"engine": "fake"}, "missing_field"),
     ],
 )
 def test_wrong_types_and_missing_fields_are_400_naming_the_field(daemon, path, body, code):
     error = _error(daemon.client.post(path, json=body), 400, code)
-    if code in ("missing_field", "invalid_field"):
+    if code in ("missing_field", "invalid_field", "unknown_field"):
         assert "'" in error["message"]  # the field is named
+        assert error["param"] and f"'{error['param']}'" in error["message"]  # OpenAI's ``param`` too
 
 
 def test_oversized_bodies_are_413_declared_or_not(daemon):

@@ -13,7 +13,8 @@ from typing import Any
 
 
 def _chat(daemon, model: str, **body: Any):
-    return daemon.client.post("/chat", json={"model": model, "engine": "fake", "prompt": "What is 2+2?", **body})
+    turn = {} if "messages" in body else {"prompt": "What is 2+2?"}  # one or the other, never both
+    return daemon.client.post("/chat", json={"model": model, "engine": "fake", **turn, **body})
 
 
 def test_status_describes_the_daemon(daemon):

@@ -111,7 +111,8 @@ def test_curl_over_the_unix_socket(e2e_daemon: RunningDaemon) -> None:
          "-H", "content-type: application/json", "-d", '{"model": "smollm2"}'],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    assert json.loads(missing.stdout)["error"]["code"] == "invalid_field"
+    error = json.loads(missing.stdout)["error"]
+    assert (error["code"], error["param"]) == ("missing_field", "messages")
 
 
 def test_a_model_that_cannot_be_prepared_is_a_clear_error(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:

@@ -13,15 +13,22 @@ It binds a free loopback port itself (no race for the port) and prints, one per 
     LISTENING <port>
 
 Routes: ``GET /health``; ``GET /v1/models``; ``POST /v1/chat/completions`` with and
-without ``stream`` (Server-Sent Events, ending ``data: [DONE]``). Request logging is off
-so the daemon's captured tail keeps the lines above.
+without ``stream`` (Server-Sent Events, ending ``data: [DONE]``), ``/v1/completions`` and
+``/v1/embeddings`` likewise; ``GET /debug/requests``: the last POST bodies, so a test sees
+what reached the engine. A chat with ``tools`` answers a call of the named (or first)
+tool, with arguments that fit its schema, unless the last turn is the tool's result; a
+``response_format`` gets JSON that fits it; ``logprobs`` and ``stream_options`` are
+honoured. Request logging is off so the daemon's captured tail keeps the lines above.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -45,6 +52,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stream-delay", type=float, default=0.0, help="seconds between streamed chunks")
     parser.add_argument("--stall-stream", action="store_true", help="stream one chunk of a chat, then hang")
     parser.add_argument("--helper", action="store_true", help="start a child that stays in our process group")
+    parser.add_argument("--no-embed", action="store_true", help="answer /v1/embeddings as a server without them")
+    parser.add_argument("--openai-limits", action="store_true", help="refuse what OpenAI's API refuses (see _openai_limits)")
     return parser.parse_args(argv)
 
 
@@ -72,6 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "fake-openai-server/1"
     options: argparse.Namespace
     chats = 0
+    requests: list[dict[str, Any]] = []  # the last POSTs, for GET /debug/requests
     lock = threading.Lock()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -88,6 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/health":
             self._json(200, {"ok": True})
+        elif self.path == "/debug/requests":
+            self._json(200, {"requests": self.requests})
         elif self.path == "/v1/models":
             if self.options.models == "hang":
                 _FOREVER.wait()
@@ -99,24 +111,46 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_POST(self) -> None:  # noqa: N802
-        if self.path != "/v1/chat/completions":
+        routes = {"/v1/chat/completions": self._chat, "/v1/completions": self._completion, "/v1/embeddings": self._embed}
+        if self.path not in routes:
             self._json(404, {"error": {"message": f"no route {self.path}"}})
             return
         length = int(self.headers.get("content-length") or 0)
         request = json.loads(self.rfile.read(length) or b"{}")
+        with self.lock:
+            type(self).requests = [*type(self).requests[-19:], {"path": self.path, "body": request}]
+        refusal = _openai_limits(self.path, request) if self.options.openai_limits else None
+        if refusal:
+            self._json(400, {"error": {"message": refusal, "type": "invalid_request_error", "param": None, "code": None}})
+            return
+        routes[self.path](request)
+
+    def _chat(self, request: dict[str, Any]) -> None:
         options = self.options
-        contents = " ".join(str(m.get("content", "")) for m in request.get("messages", []))
+        messages = request.get("messages", [])
+        contents = " ".join(str(m.get("content", "")) for m in messages)
         smoke = bool(options.smoke_prompt) and options.smoke_prompt in contents
         if options.hang_chat:
             _FOREVER.wait()
         if options.crash_on_chat and not smoke:
             os._exit(7)  # an engine that dies under a user's chat
-        text = options.answer if options.ignore_stop else _cut_at_stop(options.answer, request.get("stop"))
         with self.lock:
             type(self).chats += 1
+        call = _tool_call(request)
+        text = "" if call else _answer_text(options, request)
+        if not options.ignore_stop:
+            text = _cut_at_stop(text, request.get("stop"))
+        usage = {"prompt_tokens": len(contents.split()), "completion_tokens": len(text.split()) or 1,
+                 "total_tokens": len(contents.split()) + (len(text.split()) or 1)}
         if request.get("stream"):
-            self._stream(text, smoke)
+            self._stream(text, smoke, request, call, usage)
             return
+        message: dict[str, Any] = {"role": "assistant", "content": None if call else text}
+        if call:
+            message["tool_calls"] = [call]
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "tool_calls" if call else "stop"}
+        if request.get("logprobs"):
+            choice["logprobs"] = {"content": [_logprob(piece) for piece in _chunks(text)]}
         self._json(
             200,
             {
@@ -124,24 +158,25 @@ class _Handler(BaseHTTPRequestHandler):
                 "object": "chat.completion",
                 "created": int(time.time()),
                 "model": options.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": len(contents.split()), "completion_tokens": len(text.split()),
-                          "total_tokens": len(contents.split()) + len(text.split())},
+                "choices": [choice],
+                "usage": usage,
             },
         )
 
-    def _stream(self, text: str, smoke: bool) -> None:
+    def _stream(
+        self, text: str, smoke: bool, request: dict[str, Any], call: dict[str, Any] | None, usage: dict[str, int]
+    ) -> None:
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.end_headers()
 
-        def event(delta: dict[str, Any], finish: str | None = None) -> None:
+        def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
             chunk = {
                 "id": "chatcmpl-fake",
                 "object": "chat.completion.chunk",
                 "created": int(time.time()),
                 "model": self.options.model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}],
             }
             self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             self.wfile.flush()
@@ -150,12 +185,139 @@ class _Handler(BaseHTTPRequestHandler):
         for i, piece in enumerate(_chunks(text)):
             if i and not smoke and self.options.stream_delay:
                 time.sleep(self.options.stream_delay)
-            event({"content": piece})
+            extra = {"logprobs": {"content": [_logprob(piece)]}} if request.get("logprobs") else {}
+            event({"content": piece}, **extra)
             if self.options.stall_stream and not smoke:
                 _FOREVER.wait()
-        event({}, "stop")
+        if call:  # as OpenAI streams one: id and name first, then the arguments in pieces
+            head = {"index": 0, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+            event({"tool_calls": [head]})
+            arguments = call["function"]["arguments"]
+            for at in range(0, len(arguments), 7):
+                event({"tool_calls": [{"index": 0, "function": {"arguments": arguments[at : at + 7]}}]})
+        event({}, "tool_calls" if call else "stop")
+        if (request.get("stream_options") or {}).get("include_usage"):
+            self.wfile.write(b"data: " + json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
+                                                     "choices": [], "usage": usage}).encode() + b"\n\n")
         self.wfile.write(b"data: [DONE]\n\n")
         self.wfile.flush()
+
+    def _completion(self, request: dict[str, Any]) -> None:
+        text = self.options.answer if self.options.ignore_stop else _cut_at_stop(self.options.answer, request.get("stop"))
+        if not request.get("stream"):
+            self._json(200, {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+                             "model": self.options.model,
+                             "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
+                             "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()),
+                                       "total_tokens": 1 + len(text.split())}})
+            return
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.end_headers()
+        for piece in [*_chunks(text), None]:
+            choice = {"index": 0, "text": piece or "", "finish_reason": None if piece else "stop", "logprobs": None}
+            event = {"id": "cmpl-fake", "object": "text_completion", "model": self.options.model, "choices": [choice]}
+            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+
+    def _embed(self, request: dict[str, Any]) -> None:
+        if self.options.no_embed:  # what llama-server answers when started without --embeddings
+            self._json(501, {"error": {"code": 501, "message": "This server does not support embeddings. Start it with `--embeddings`", "type": "not_supported_error"}})
+            return
+        inputs = request.get("input")
+        inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+        size = int(request.get("dimensions") or 8)
+        data = []
+        for i, text in enumerate(inputs):
+            vector = _vector(str(text), size)
+            if request.get("encoding_format") == "base64":
+                vector = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": vector})
+        tokens = sum(len(str(t).split()) for t in inputs)
+        self._json(200, {"object": "list", "data": data, "model": self.options.model,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+# OpenAI's documented limits (platform.openai.com/docs/api-reference/chat/create): at most
+# 4 stop sequences; reasoning models (o1, o3, o4-mini, gpt-5…) refuse ``max_tokens`` and
+# any temperature/top_p but the default; an argument it does not know is an error.
+_OPENAI_CHAT_FIELDS = {
+    "model", "messages", "stream", "stream_options", "temperature", "top_p", "max_tokens", "max_completion_tokens",
+    "stop", "seed", "n", "tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs", "top_logprobs",
+    "presence_penalty", "frequency_penalty", "logit_bias", "user", "store", "metadata", "service_tier",
+    "reasoning_effort", "prediction", "modalities", "audio", "web_search_options",
+}
+
+
+def _openai_limits(path: str, request: dict[str, Any]) -> str | None:
+    if path != "/v1/chat/completions":
+        return None
+    unknown = sorted(set(request) - _OPENAI_CHAT_FIELDS)
+    if unknown:
+        return f"Unrecognized request argument supplied: {unknown[0]}"
+    stops = request.get("stop")
+    if isinstance(stops, list) and len(stops) > 4:
+        return f"Invalid 'stop': array too long. Expected an array with maximum length 4, but got an array with length {len(stops)} instead."
+    model = str(request.get("model", ""))
+    if model.startswith(("o1", "o3", "o4", "gpt-5")):
+        if "max_tokens" in request:
+            return "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+        for name in ("temperature", "top_p"):
+            if name in request and request[name] != 1:
+                return f"Unsupported value: '{name}' does not support {request[name]} with this model. Only the default (1) value is supported."
+    return None
+
+
+def _example(schema: Any) -> Any:
+    """A value that fits a JSON schema (the subset tools and response formats use)."""
+    if not isinstance(schema, dict):
+        return "4"
+    kind = schema.get("type")
+    if "enum" in schema:
+        return schema["enum"][0]
+    if kind == "object" or "properties" in schema:
+        return {name: _example(sub) for name, sub in (schema.get("properties") or {}).items()}
+    if kind in ("number", "integer"):
+        return 4
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        return [_example(schema.get("items"))]
+    return "Paris" if kind == "string" else "4"
+
+
+def _tool_call(request: dict[str, Any]) -> dict[str, Any] | None:
+    """A call of the named (or first) tool unless the last turn is a tool's result."""
+    tools, choice = request.get("tools") or [], request.get("tool_choice", "auto")
+    messages = request.get("messages") or [{}]
+    if not tools or choice == "none" or messages[-1].get("role") == "tool":
+        return None
+    name = choice["function"]["name"] if isinstance(choice, dict) else tools[0]["function"]["name"]
+    tool = next(t for t in tools if t["function"]["name"] == name)
+    arguments = json.dumps(_example(tool["function"].get("parameters") or {"type": "object"}))
+    return {"id": "call_fake0", "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _answer_text(options: argparse.Namespace, request: dict[str, Any]) -> str:
+    messages = request.get("messages") or [{}]
+    response_format = request.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        return json.dumps(_example(response_format["json_schema"].get("schema")))
+    if response_format.get("type") == "json_object":
+        return json.dumps({"answer": 4})
+    if messages[-1].get("role") == "tool":
+        return f"The tool said: {messages[-1].get('content')}"
+    return options.answer
+
+
+def _logprob(token: str) -> dict[str, Any]:
+    return {"token": token, "logprob": -0.25, "bytes": list(token.encode()), "top_logprobs": []}
+
+
+def _vector(text: str, size: int) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [round((digest[i % len(digest)] - 128) / 128, 6) for i in range(size)]
 
 
 class _QuietServer(ThreadingHTTPServer):

@@ -20,6 +20,7 @@ ids unique: ``fake-slow-download-a3``). Behaviours:
     slow-stream         streamed chats send a chunk every 0.1 s
     stall-stream        streamed chats send one chunk, then nothing ever again
     helper              the server starts a child left in its process group (reaping)
+    no-embed            the server has no embeddings (as llama-server without --embeddings)
 
 An id with a ``/`` (``acme/tiny-GGUF``) is a Hugging Face reference: the download step is
 the real one (``ltcai.engines.hf_download``, against ``HF_ENDPOINT``, e.g. the loopback
@@ -107,7 +108,7 @@ class Behaviour:
                 i += 2
                 continue
             pair = f"{word}-{following}"
-            if pair in ("needs-install", "failed-smoke", "crash-chat", "slow-stream", "stall-stream"):
+            if pair in ("needs-install", "failed-smoke", "crash-chat", "slow-stream", "stall-stream", "no-embed"):
                 flags.add(pair)
                 i += 2
                 continue
@@ -247,6 +248,8 @@ def _server_argv(model: str, behaviour: Behaviour) -> list[str]:
         argv += ["--stall-stream"]
     if "helper" in behaviour.flags:
         argv += ["--helper"]
+    if "no-embed" in behaviour.flags:
+        argv += ["--no-embed"]
     return argv
 
 
