@@ -48,7 +48,7 @@ async def _ltcai_fetch(url: str, dest: Path, size: int, sha256: str) -> None:
             models_dir=dest.parent,
             engines_dir=dest.parent,
             logs_dir=dest.parent,
-            supervisor=None,  # type: ignore[arg-type]  # downloads never spawn
+            spawn=None,  # type: ignore[arg-type]  # downloads never spawn
             http=http,
             progress=_progress,
             run_sync=anyio.to_thread.run_sync,

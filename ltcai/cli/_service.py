@@ -155,7 +155,7 @@ def _service_path_env(python: str, env: Mapping[str, str]) -> str:
 
 
 def _write_file(path: Path, text: str) -> None:
-    from ..daemon.store import atomic_write_bytes  # one atomic-write rule for the project
+    from ..runtime.files import atomic_write_bytes  # one atomic-write rule for the project
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, text.encode("utf-8"), mode=0o644)

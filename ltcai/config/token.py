@@ -11,7 +11,7 @@ import os
 import secrets
 from pathlib import Path
 
-from ..daemon.store import atomic_write_bytes, ensure_private_dir
+from ..runtime.files import atomic_write_bytes, ensure_private_dir
 
 __all__ = ["ensure_token", "token_matches"]
 

@@ -25,6 +25,7 @@ from ..config.settings import Settings, load_settings
 from ..errors import LtcaiError
 from ..plugins import build_plugin_host
 from ..config.token import ensure_token
+from ..runtime.files import ensure_private_dir
 from ..engines.openai_client import ChatHTTP
 from . import sdnotify
 from .api import build_app
@@ -35,7 +36,7 @@ from .logs import configure_logging
 from .models import ModelRegistry
 from .profile_book import ProfileBook
 from .services import Services
-from .store import StateStore, ensure_private_dir
+from .store import StateStore
 from .supervisor import Supervisor
 from .tcp_api import bind_tcp, build_tcp_app
 
@@ -55,7 +56,7 @@ async def _handle_signals(services: Services, servers: list[ControlServer], scop
         stopping = False
         async for signum in signals:
             if signum == signal.SIGHUP:
-                _reload(services)
+                await _reload(services)
                 continue
             if stopping:
                 log.warning("second stop signal: stopping now")
@@ -68,15 +69,17 @@ async def _handle_signals(services: Services, servers: list[ControlServer], scop
                 server.request_stop()
 
 
-def _reload(services: Services) -> None:
+async def _reload(services: Services) -> None:
     try:
-        fresh = load_settings(paths=services.settings.paths)
+        # Reading and parsing the config file is file work: off the loop.
+        fresh = await anyio.to_thread.run_sync(partial(load_settings, paths=services.settings.paths))
     except LtcaiError as exc:
         log.error("config reload failed; keeping the old settings", error=exc.message)
         return
     services.settings = replace(fresh, paths=services.settings.paths)
     services.profiles.reload_user_table(fresh.profiles)
-    configure_logging(fresh.log_level, log_dir=fresh.paths.logs_dir)
+    # Opens the daemon log file afresh: file work as well.
+    await anyio.to_thread.run_sync(partial(configure_logging, fresh.log_level, log_dir=fresh.paths.logs_dir))
     log.info("config reloaded")
 
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import Conflict
-from .store import ensure_private_dir
+from ..runtime.files import ensure_private_dir
 
 __all__ = ["bind_control_socket", "peer_uid", "remove_socket", "socket_identity"]
 

@@ -160,7 +160,7 @@ class JobManager:
                 await self._persist(job)
             job.done.set()
             self.jobs[job.id] = job
-        self._prune()
+        await self._prune()
 
     def find_running(self, engine: str, model: str) -> Job | None:
         return self._running.get((engine, model))
@@ -190,7 +190,7 @@ class JobManager:
                 self._running.pop(job.key, None)
                 with anyio.CancelScope(shield=True):
                     await self._persist(job)
-                self._prune()
+                    await self._prune()
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -219,11 +219,11 @@ class JobManager:
         }
         await self.store.save(f"jobs/{job.id}", document)
 
-    def _prune(self) -> None:
+    async def _prune(self) -> None:
         finished = sorted((j for j in self.jobs.values() if j.done.is_set()), key=lambda j: j.created_at)
         for job in finished[:-_KEEP_FINISHED_JOBS] if len(finished) > _KEEP_FINISHED_JOBS else []:
             del self.jobs[job.id]
-            self.store.delete_sync(f"jobs/{job.id}")
+            await self.store.delete(f"jobs/{job.id}")  # file work: in a worker thread
 
     def list(self) -> list[Job]:
         return sorted(self.jobs.values(), key=lambda j: j.created_at)

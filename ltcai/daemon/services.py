@@ -57,7 +57,7 @@ class Services:
             models_dir=paths.models_dir,
             engines_dir=paths.engines_dir,
             logs_dir=paths.logs_dir,
-            supervisor=self.supervisor,
+            spawn=self.supervisor.spawn,
             http=self.http,
             progress=progress,
             run_sync=anyio.to_thread.run_sync,

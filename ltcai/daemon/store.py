@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,37 +19,11 @@ from typing import Any
 import anyio
 import structlog
 
-__all__ = ["StateStore", "atomic_write_bytes", "ensure_private_dir"]
+from ..runtime.files import atomic_write_bytes, ensure_private_dir
+
+__all__ = ["StateStore"]
 
 log = structlog.get_logger(__name__)
-
-
-def ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and make it 0700: state and sockets are per-user."""
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
-    return path
-
-
-def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so that it is always either old or new, never partial."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class StateStore:

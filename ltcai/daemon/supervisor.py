@@ -1,125 +1,29 @@
-"""Engine server processes: started in their own process group, watched, always stopped.
+"""The daemon's engine processes: recorded, watched, reaped after a crash, all stopped at exit.
 
-Each engine server is a child in its own session/process group (so a stop reaches the
-whole tree it forked) with a parent-death signal on Linux (so a ``kill -9``ed daemon
-leaves nothing behind). Its pid is recorded in the store before anything else happens,
-so a restarted daemon reaps a leftover it did not get to stop. Exit is noticed by
-awaiting the child, not by polling. Output is captured per engine: the last lines stay
-in memory for error messages, all of it goes to ``logs/<engine>-<pid>.log``.
+Starting a child (its own process group, the parent-death signal, the output pump) is
+:mod:`ltcai.runtime.process`; this module is what only the daemon does with it. Each
+child's pid is recorded in the store as soon as it runs, so a restarted daemon reaps a
+leftover it did not get to stop. The supervisor's task group owns the watcher tasks;
+its :meth:`Supervisor.spawn` is the :class:`~ltcai.runtime.process.Spawner` engine
+adapters receive through ``EngineContext.spawn``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
-import ctypes
 import os
 import signal
-import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import structlog
 
-from .store import StateStore, ensure_private_dir
+from ..runtime.process import OnLine, ProcessHandle, signal_group, spawn_process
+from .store import StateStore
 
-__all__ = ["EngineProcess", "Supervisor"]
+__all__ = ["Supervisor"]
 
 log = structlog.get_logger(__name__)
-
-_PR_SET_PDEATHSIG = 1
-_TAIL_LINES = 60
-
-
-def _pdeathsig_preexec() -> Any:
-    """A preexec_fn that asks Linux to SIGKILL the child when the daemon dies, or None."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:  # runs in the forked child: no allocation-heavy work here
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-    return preexec
-
-
-class EngineProcess:
-    """One running engine server."""
-
-    def __init__(
-        self, supervisor: Supervisor, name: str, proc: asyncio.subprocess.Process, log_path: Path, argv: list[str]
-    ) -> None:
-        self.supervisor = supervisor
-        self.name = name
-        self.argv = argv
-        self.proc = proc
-        self.pid = proc.pid
-        self.log_path = log_path
-        self.started_at = time.time()
-        self.tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
-        self.exited = anyio.Event()
-        self.returncode: int | None = None
-        self.stopping = False
-
-    @property
-    def running(self) -> bool:
-        return not self.exited.is_set()
-
-    def last_lines(self, n: int = 20) -> list[str]:
-        return list(self.tail)[-n:]
-
-    async def _pump_output(self) -> None:
-        assert self.proc.stdout is not None
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "ab") as sink:
-            async for raw in self.proc.stdout:
-                sink.write(raw)
-                sink.flush()
-                self.tail.append(raw.decode(errors="replace").rstrip())
-
-    async def _watch(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._pump_output()
-        self._mark_exited(await self.proc.wait())
-        await self.supervisor._forget(self)
-        if not self.stopping:
-            log.warning("engine process exited", engine=self.name, pid=self.pid, returncode=self.returncode)
-
-    def _mark_exited(self, returncode: int) -> None:
-        self.returncode = returncode
-        self.exited.set()
-
-    async def stop(self, grace_s: float = 5.0) -> None:
-        """SIGTERM to the process group, SIGKILL after ``grace_s``; returns once it is gone.
-
-        Waits on the process itself, not on the watcher task: at daemon shutdown the
-        watchers are cancelled before the engines are stopped.
-        """
-        if self.proc.returncode is not None:
-            return
-        self.stopping = True
-        with anyio.CancelScope(shield=True):
-            _signal_group(self.pid, signal.SIGTERM)
-            with anyio.move_on_after(grace_s):
-                await self.proc.wait()
-            if self.proc.returncode is None:
-                _signal_group(self.pid, signal.SIGKILL)
-                await self.proc.wait()
-            self._mark_exited(self.proc.returncode)
-            # Children the engine forked share its process group: make sure none stays.
-            _signal_group(self.pid, signal.SIGKILL)
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
 
 
 class Supervisor:
@@ -130,7 +34,7 @@ class Supervisor:
     def __init__(self, store: StateStore, logs_dir: Path) -> None:
         self.store = store
         self.logs_dir = logs_dir
-        self.processes: dict[int, EngineProcess] = {}
+        self.processes: dict[int, ProcessHandle] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._records_lock = anyio.Lock()
 
@@ -148,34 +52,37 @@ class Supervisor:
                 await self.stop_all()
 
     async def spawn(
-        self, name: str, argv: Sequence[str], *, env: dict[str, str] | None = None, cwd: str | None = None
-    ) -> EngineProcess:
+        self,
+        name: str,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        on_line: OnLine | None = None,
+    ) -> ProcessHandle:
+        """Start an engine process (see :class:`~ltcai.runtime.process.Spawner`), watched and recorded."""
         if self._tg is None:
             raise RuntimeError("supervisor is not running")
-        ensure_private_dir(self.logs_dir)
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
-            start_new_session=True,
-            preexec_fn=_pdeathsig_preexec(),
-        )
-        engine_process = EngineProcess(self, name, proc, self.logs_dir / f"{name}-{proc.pid}.log", list(argv))
-        self.processes[proc.pid] = engine_process
-        await self._save_records()
-        self._tg.start_soon(engine_process._watch, name=f"watch {name} {proc.pid}")
-        log.info("engine process started", engine=name, pid=proc.pid, argv=list(argv[:3]))
-        return engine_process
+        process = await spawn_process(name, argv, log_dir=self.logs_dir, env=env, cwd=cwd, on_line=on_line)
+        self.processes[process.pid] = process
+        self._tg.start_soon(self._watch, process, name=f"watch {name} {process.pid}")
+        with anyio.CancelScope(shield=True):  # a running child is always on record
+            await self._save_records()
+        log.info("engine process started", engine=name, pid=process.pid, argv=list(argv[:3]))
+        return process
+
+    async def _watch(self, process: ProcessHandle) -> None:
+        await process.watch()
+        await self._forget(process)
+        if not process.stopping:
+            log.warning("engine process exited", engine=process.name, pid=process.pid, returncode=process.returncode)
 
     async def stop_all(self, grace_s: float = 5.0) -> None:
         async with anyio.create_task_group() as tg:
             for process in list(self.processes.values()):
                 tg.start_soon(process.stop, grace_s)
 
-    async def _forget(self, process: EngineProcess) -> None:
+    async def _forget(self, process: ProcessHandle) -> None:
         self.processes.pop(process.pid, None)
         with anyio.CancelScope(shield=True):
             await self._save_records()
@@ -203,7 +110,7 @@ class Supervisor:
             if not _same_command(pgid, record.get("argv")):
                 continue
             log.warning("reaping engine left by a previous daemon", engine=record.get("engine"), pgid=pgid)
-            _signal_group(pgid, signal.SIGKILL)
+            signal_group(pgid, signal.SIGKILL)
             reaped.append(pgid)
         await self.store.save(self.RECORDS, [])
         return reaped

@@ -6,8 +6,10 @@ prepare runner calls them in order, each at most once per prepare:
     check → install → download → serve → load → (smoke test via chat) → ready
     chat / unload later, for as long as the model is served
 
-Every phase is optional: the base class implements "nothing to do here", and the runner
-passes the state through with a "skipped" message. Adapters report long work through
+``serve`` is the one required phase: an adapter that cannot serve a model has nothing to
+offer, and the base class raises ``NotImplementedError`` for it. Every other phase is
+optional: the base class implements "nothing to do here", and the runner passes the state
+through with a "skipped" message. Adapters report long work through
 ``ctx.progress(...)``; every report also feeds the stall timer, so a download that keeps
 moving never times out while one that stops does.
 
@@ -18,7 +20,7 @@ other exception is a bug and is reported as ``internal_error`` with the engine n
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
     import httpx
 
     from ..compat import Resolution
-    from ..daemon.supervisor import EngineProcess, Supervisor
+    from ..runtime.process import ProcessHandle, Spawner
 
 __all__ = [
     "ChatChunk",
@@ -117,7 +119,7 @@ class ServedModel:
     engine: str
     model: str  # the id to send in requests
     base_url: str  # ``http://127.0.0.1:PORT/v1``
-    process: EngineProcess | None = None  # None when the server is not ours (Ollama, remote)
+    process: ProcessHandle | None = None  # None when the server is not ours (Ollama, remote)
     headers: dict[str, str] = field(default_factory=dict)  # e.g. Authorization; never logged
     artifact_path: str | None = None
 
@@ -184,7 +186,8 @@ class EngineContext:
     models_dir: Path
     engines_dir: Path
     logs_dir: Path
-    supervisor: Supervisor
+    # Starts the engine's own processes; the daemon records them and stops them at exit.
+    spawn: Spawner
     http: httpx.AsyncClient
     progress: ProgressFn
     # Blocking work (hashing, copying) goes through this to stay off the event loop.
@@ -195,7 +198,7 @@ class EngineContext:
 
 
 class EngineAdapter:
-    """Base class: every phase has a "nothing to do" default. Override what the engine has.
+    """Base class: override ``serve`` (required) and the optional phases the engine has.
 
     ``name`` is the canonical engine name (``llamacpp``, ``ollama``…), ``description`` one
     line for ``ltcai engines``.
@@ -220,7 +223,7 @@ class EngineAdapter:
     async def serve(
         self, ctx: EngineContext, resolution: Resolution, download: DownloadResult | None
     ) -> ServedModel:
-        """Start (or find) the server for this model and return once it answers."""
+        """Start (or find) the server for this model and return once it answers. Required."""
         raise NotImplementedError(f"engine {self.name} cannot serve models")
 
     async def load(self, ctx: EngineContext, served: ServedModel) -> LoadResult | None:
@@ -231,7 +234,3 @@ class EngineAdapter:
         """Free the model. The default stops the server process if ltcai started it."""
         if served.process is not None:
             await served.process.stop()
-
-    def chat_stream(self, served: ServedModel, request: ChatRequest) -> AsyncIterator[ChatChunk] | None:
-        """An engine-specific chat route. None (default): the OpenAI-compatible client is used."""
-        return None

@@ -1,6 +1,6 @@
 """Starting an engine's own HTTP server as a supervised child, shared by every local engine.
 
-A free loopback port, the child spawned through the supervisor (own process group,
+A free loopback port, the child spawned through ``ctx.spawn`` (own process group,
 parent-death signal, output captured), readiness polled fast on a URL while the child's
 exit is awaited at the same time — a server that dies while starting fails at once
 with its last output, it is not waited out.
@@ -20,7 +20,7 @@ from ..errors import ServerStartError
 from .base import EngineContext
 
 if TYPE_CHECKING:
-    from ..daemon.supervisor import EngineProcess
+    from ..runtime.process import ProcessHandle
 
 __all__ = ["PortTaken", "free_port", "start_and_wait_ready", "why_it_exited"]
 
@@ -45,9 +45,9 @@ async def start_and_wait_ready(
     *,
     env: dict[str, str] | None = None,
     what: str | None = None,
-) -> EngineProcess:
+) -> ProcessHandle:
     """Spawn ``argv`` and return once ``ready_url`` answers 200; fail if the child exits first."""
-    process = await ctx.supervisor.spawn(engine, argv, env=env)
+    process = await ctx.spawn(engine, argv, env=env)
     ctx.progress(f"{what or engine} server starting (pid {process.pid})")
     ready = False
 

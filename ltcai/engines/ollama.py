@@ -43,7 +43,7 @@ from .local_server import PortTaken, free_port, start_and_wait_ready
 from .resumable import format_bytes
 
 if TYPE_CHECKING:
-    from ..daemon.supervisor import EngineProcess
+    from ..runtime.process import ProcessHandle
 
 __all__ = ["DEFAULT_HOST", "INSTALL_HINT", "OllamaEngine", "host_url"]
 
@@ -113,7 +113,7 @@ def host_url(value: str | None, *, default_port: int, default_host: str = "127.0
 class _Server:
     url: str  # without /v1
     version: str | None
-    process: EngineProcess | None = None  # set when ltcai started it
+    process: ProcessHandle | None = None  # set when ltcai started it
 
 
 class OllamaEngine(EngineAdapter):

@@ -20,7 +20,8 @@ import anyio
 import httpx
 import pytest
 
-from ltcai.daemon.store import StateStore, ensure_private_dir
+from ltcai.daemon.store import StateStore
+from ltcai.runtime.files import ensure_private_dir
 from ltcai.daemon.supervisor import Supervisor
 from ltcai.engines.openai_client import ChatHTTP
 from ltcai.engines.base import EngineContext
@@ -63,7 +64,7 @@ class Harness:
             models_dir=self.tmp / "models",
             engines_dir=self.tmp / "engines",
             logs_dir=self.tmp / "logs",
-            supervisor=self.supervisor,
+            spawn=self.supervisor.spawn,
             http=self.http,
             progress=self.progress,
             run_sync=anyio.to_thread.run_sync,

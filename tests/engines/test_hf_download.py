@@ -277,7 +277,7 @@ async def ctx(tmp_path: Path) -> AsyncIterator[EngineContext]:
             models_dir=tmp_path / "models",
             engines_dir=tmp_path / "engines",
             logs_dir=tmp_path / "logs",
-            supervisor=None,  # type: ignore[arg-type]  # only serve uses it
+            spawn=None,  # type: ignore[arg-type]  # only serve uses it
             http=http,
             progress=Events(),
             run_sync=anyio.to_thread.run_sync,

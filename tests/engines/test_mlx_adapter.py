@@ -46,7 +46,7 @@ async def ctx(tmp_path: Path) -> AsyncIterator[Callable[..., EngineContext]]:
                 models_dir=tmp_path / "models",
                 engines_dir=tmp_path / "engines",
                 logs_dir=tmp_path / "logs",
-                supervisor=None,  # type: ignore[arg-type]
+                spawn=None,  # type: ignore[arg-type]
                 http=http,
                 progress=lambda message, **_: reports.append(message),
                 run_sync=anyio.to_thread.run_sync,

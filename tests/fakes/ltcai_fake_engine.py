@@ -196,7 +196,7 @@ class FakeEngine(EngineAdapter):
         mode = behaviour.mode("serve")
         if mode in _DURATION_S or mode == "bug":
             await _act(ctx, behaviour, "serve")
-        process = await ctx.supervisor.spawn(self.name, _server_argv(model, behaviour))
+        process = await ctx.spawn(self.name, _server_argv(model, behaviour))
         try:
             port = await _await_listening(ctx, process)
             if mode == "hang":

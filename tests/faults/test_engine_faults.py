@@ -162,7 +162,7 @@ async def test_a_port_taken_by_another_program_moves_the_server_to_another_port(
             await tg.start(supervisor.run)
             ctx = EngineContext(
                 options={"n_ctx": 512}, models_dir=tmp_path / "models", engines_dir=tmp_path / "engines",
-                logs_dir=tmp_path / "logs", supervisor=supervisor, http=http,
+                logs_dir=tmp_path / "logs", spawn=supervisor.spawn, http=http,
                 progress=lambda message, **_: progress.append(message), run_sync=anyio.to_thread.run_sync,
             )
             download = DownloadResult(path=str(smollm2), downloaded=False, bytes=0, source="bundled", message="")
