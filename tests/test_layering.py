@@ -15,8 +15,8 @@ import pytest
 import ltcai
 
 PACKAGE_ROOT = Path(ltcai.__file__).parent
-# Layers below the daemon: engines, config, compat, plugins and the runtime.
-BELOW_THE_DAEMON = ("engines", "config", "compat", "plugins", "runtime")
+# Layers below the daemon: engines, config, compat, plugins, the client core and the runtime.
+BELOW_THE_DAEMON = ("engines", "config", "compat", "core", "plugins", "runtime")
 # What ltcai.runtime, the lowest layer, may import of ltcai.
 RUNTIME_MAY_IMPORT = ("ltcai.runtime", "ltcai.errors")
 
