@@ -50,9 +50,10 @@ _TAIL_LINES = 60
 # Output waiting for the disk: up to 64 read chunks (4 MiB). Past that the pump waits for the
 # writer, and the child for the pump: a slow disk slows the engine, it never loses the log.
 _LOG_BACKLOG_CHUNKS = 64
-# After the child exits, how long its output may take to reach end-of-file. Only a process
-# outside its group (one that called setsid) can hold the pipe that long; then we let go.
-_DRAIN_AFTER_EXIT_S = 2.0
+# After the child exits, how long its output may stand still (nothing read, nothing written
+# to the log) before we stop waiting for end-of-file. Only a process outside its group (one
+# that called setsid) can hold the pipe open that long; then we let go of it.
+_DRAIN_STILL_S = 2.0
 _PR_SET_PDEATHSIG = 1
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
@@ -131,7 +132,8 @@ class ProcessHandle:
 
     Attributes: ``name`` (the engine), ``pid`` (also the process group id), ``argv``,
     ``log_path`` (all its output, ``<logs>/<name>-<pid>.log``), ``started_at`` (epoch s),
-    ``exited`` (an event set once the child has exited and its output is drained),
+    ``exited`` (an event set once the child has exited and :meth:`watch` has drained its
+    output, or, after :meth:`stop`, as soon as it is gone),
     ``returncode`` (None while it runs; negative: killed by that signal), ``stopping``
     (True once :meth:`stop` was called: an exit after it is not a crash).
     """
@@ -160,6 +162,7 @@ class ProcessHandle:
         self._on_line = on_line
         self._on_line_failures = 0
         self._drained = anyio.Event()  # the pump has read the pipe to its end
+        self._moved = 0  # chunks read plus batches written: output still on its way
         self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
 
     @property
@@ -217,14 +220,27 @@ class ProcessHandle:
                 tg.start_soon(self._pump, send, name=f"pump {self.name} {self.pid}")
                 returncode = await self._proc.wait()
                 signal_group(self.pid, signal.SIGKILL)
-                with anyio.move_on_after(_DRAIN_AFTER_EXIT_S):
-                    await self._drained.wait()
+                await self._until_drained_or_still()
                 self._output_transport.close()  # a holder outside the group gets EPIPE; the pump ends
         finally:
             self._output_transport.close()
         if self._on_line_failures > 1:
             log.warning("output line callback failed", engine=self.name, pid=self.pid, times=self._on_line_failures)
         self._mark_exited(returncode)
+
+    async def _until_drained_or_still(self) -> None:
+        """Wait for the pump to reach end-of-file, for as long as the output keeps moving.
+
+        A slow disk keeps it moving (the log writer finishes batches), so a long backlog is
+        waited out; only a pipe that stays silent and open gives up.
+        """
+        while True:
+            moved = self._moved
+            with anyio.move_on_after(_DRAIN_STILL_S):
+                await self._drained.wait()
+                return
+            if self._moved == moved:
+                return
 
     def _mark_exited(self, returncode: int) -> None:
         self.returncode = returncode
@@ -252,6 +268,7 @@ class ProcessHandle:
                 return
             if not chunk:
                 return
+            self._moved += 1
             await send.send(chunk)
             self._take_lines(lambda: splitter.feed(chunk))  # noqa: B023  (called right here)
 
@@ -288,18 +305,18 @@ class ProcessHandle:
                     with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
                         while True:
                             batch.append(receive.receive_nowait())
-                    if failed:
-                        continue
-                    try:
-                        if fd is None:
-                            fd = await anyio.to_thread.run_sync(_open_log, self.log_path)
-                        await anyio.to_thread.run_sync(_write_all, fd, b"".join(batch))
-                    except Exception:
-                        failed = True
-                        log.exception(
-                            "engine log cannot be written; its output is kept in memory only",
-                            engine=self.name, pid=self.pid, log_path=str(self.log_path),
-                        )
+                    if not failed:
+                        try:
+                            if fd is None:
+                                fd = await anyio.to_thread.run_sync(_open_log, self.log_path)
+                            await anyio.to_thread.run_sync(_write_all, fd, b"".join(batch))
+                        except Exception:
+                            failed = True
+                            log.exception(
+                                "engine log cannot be written; its output is kept in memory only",
+                                engine=self.name, pid=self.pid, log_path=str(self.log_path),
+                            )
+                    self._moved += 1
         finally:
             if fd is not None:
                 os.close(fd)
@@ -352,9 +369,9 @@ async def spawn_process(
 async def _connect_reader(read_fd: int) -> tuple[asyncio.StreamReader, asyncio.ReadTransport]:
     loop = asyncio.get_running_loop()
     # The limit only sets when reading pauses (at twice it); lines are split by LineSplitter.
-    reader = asyncio.StreamReader(limit=READ_CHUNK, loop=loop)
+    reader = asyncio.StreamReader(limit=READ_CHUNK)
     transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(read_fd, "rb", buffering=0)
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
     )
     return reader, transport
 

@@ -245,6 +245,28 @@ async def test_what_an_exited_child_forked_into_its_group_does_not_outlive_it(tm
 
 
 @pytest.mark.asyncio
+async def test_a_process_outside_the_group_holding_the_pipe_delays_the_exit_by_seconds_not_forever(
+    tmp_path: Path,
+) -> None:
+    """A child that escaped the group (setsid) keeps the pipe open and silent: the watcher
+    stops waiting once the output has stood still for 2 s."""
+    code = (
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+        "print(child.pid, flush=True)\n"
+    )
+    try:
+        with anyio.fail_after(10):
+            async with watched(tmp_path, code) as child:
+                started = time.monotonic()
+                assert await child.wait() == 0
+                assert time.monotonic() - started < 5
+        assert child.log_path.read_bytes() == f"{child.last_lines(1)[0]}\n".encode()
+    finally:
+        os.kill(int(child.last_lines(1)[0]), signal.SIGKILL)
+
+
+@pytest.mark.asyncio
 async def test_stop_terms_then_kills_a_child_that_ignores_sigterm(tmp_path: Path) -> None:
     code = (
         "import signal, time\n"
