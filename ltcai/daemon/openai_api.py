@@ -25,11 +25,20 @@ from ..engines.base import ChatRequest
 from ..errors import Conflict, LtcaiError
 from . import chat
 from .body import read_json_object
+from .embeddings import counted_usage, encode_base64
 from .engine_request import cut_at_stops, engine_params
-from .validation import check_engine_takes, check_model_sees, parse_chat, parse_completion
+from .model_catalog import usable_models
 from .models import LoadedModel
 from .prepare_runner import run_prepare
 from .services import Services
+from .validation import (
+    check_engine_embeds,
+    check_engine_takes,
+    check_model_sees,
+    parse_chat,
+    parse_completion,
+    parse_embeddings,
+)
 
 __all__ = ["openai_routes"]
 
@@ -81,13 +90,22 @@ def openai_routes(services: Services) -> list[Route]:
     async def list_models(request: Request) -> Response:
         data = [
             {
-                "id": m.resolution.input_id,
+                "id": entry.id,
                 "object": "model",
-                "created": int(m.loaded_at),
-                "owned_by": m.resolution.engine,
-                "ltcai": {"resolved_model": m.resolution.resolved_model, "status": m.status},
+                "created": int(entry.modified),
+                "owned_by": entry.engine,
+                "ltcai": {
+                    "engine": entry.engine,
+                    "loaded": entry.loaded,
+                    "status": entry.status,
+                    "source": entry.source,
+                    "path": entry.path,
+                    "size": entry.size,
+                    "capabilities": list(entry.capabilities),
+                    **entry.extra,
+                },
             }
-            for m in services.models.all()
+            for entry in await usable_models(services)
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -198,8 +216,23 @@ def openai_routes(services: Services) -> list[Route]:
             }
         )
 
+    async def embed(request: Request) -> Response:
+        call = parse_embeddings(await read_json_object(request, limit))
+        engine, _loaded = _engine_of(services, call.model)
+        check_engine_embeds(call, engine, services.engine(engine).request_rules)
+        loaded = await _ready_model(services, call.model)
+        answer = await openai_client.embeddings(services.chat_http, loaded.served, call.inputs, call.fields)
+        data = [
+            {"object": "embedding", "index": i, "embedding": encode_base64(v) if call.base64 else v}
+            for i, v in enumerate(answer["vectors"])
+        ]
+        return JSONResponse(
+            {"object": "list", "data": data, "model": call.model, "usage": answer["usage"] or counted_usage(call.inputs)}
+        )
+
     return [
         Route("/v1/models", list_models),
+        Route("/v1/embeddings", embed, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", completions, methods=["POST"]),
     ]

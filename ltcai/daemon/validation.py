@@ -32,13 +32,17 @@ from typing import Any
 from ..errors import FieldError
 
 __all__ = [
+    "EMBED_FIELDS",
     "ENGINE_FIELDS",
     "ChatCall",
+    "EmbedCall",
+    "check_engine_embeds",
     "check_engine_takes",
     "check_model_sees",
     "check_field",
     "parse_chat",
     "parse_completion",
+    "parse_embeddings",
     "parse_messages",
 ]
 
@@ -212,6 +216,8 @@ _ENGINE_CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "web_search_options": _object,
 }
 ENGINE_FIELDS: frozenset[str] = frozenset(_ENGINE_CHECKS)
+# An embeddings request's fields that go to the engine.
+EMBED_FIELDS: frozenset[str] = frozenset({"dimensions", "user"})
 
 
 def check_field(name: str, value: Any) -> Any:
@@ -404,6 +410,47 @@ def _check_tool_choice_names(fields: Mapping[str, Any]) -> None:
         raise FieldError(f"'tool_choice.function.name' is {name!r}, which is not in 'tools'", param="tool_choice.function.name")
 
 
+@dataclass(frozen=True)
+class EmbedCall:
+    """A checked ``/v1/embeddings`` request."""
+
+    model: str
+    inputs: list[Any]  # strings, or token-id lists
+    base64: bool  # encoding_format "base64": ltcai encodes, every engine is asked for floats
+    fields: dict[str, Any]  # dimensions, user: passed to the engine
+
+
+def parse_embeddings(body: Mapping[str, Any]) -> EmbedCall:
+    unknown = sorted(set(body) - {"model", "input", "encoding_format", "dimensions", "user"})
+    if unknown:
+        raise FieldError(f"unknown field {unknown[0]!r}: ltcai neither uses it nor passes it on",
+                         param=unknown[0], code="unknown_field")
+    if "model" not in body:
+        raise FieldError("'model' is required", param="model", code="missing_field")
+    if "input" not in body:
+        raise FieldError("'input' is required", param="input", code="missing_field")
+    raw = body["input"]
+    tokens = isinstance(raw, list) and raw and all(isinstance(t, int) and not isinstance(t, bool) for t in raw)
+    inputs = [raw] if isinstance(raw, str) or tokens else raw
+    if not isinstance(inputs, list) or not inputs or not all(_is_input(i) for i in inputs):
+        raise _bad("input", "a string, a list of strings, or token-id lists (none empty)", raw)
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise _bad("encoding_format", '"float" or "base64"', encoding)
+    fields: dict[str, Any] = {}
+    if body.get("dimensions") is not None:
+        fields["dimensions"] = _number(1, integer=True)("dimensions", body["dimensions"])
+    if body.get("user") is not None:
+        fields["user"] = _string("user", body["user"])
+    return EmbedCall(_string("model", body["model"]), inputs, encoding == "base64", fields)
+
+
+def _is_input(value: Any) -> bool:
+    if isinstance(value, str):
+        return bool(value)
+    return isinstance(value, list) and bool(value) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
 # ----------------------------------------------------------------------------- engines
 
 
@@ -434,3 +481,18 @@ def check_model_sees(call: ChatCall, model: str, *, vision: bool) -> None:
             code="model_cannot_see",
             hint="send text only, or choose a vision model (set vision = true in its profile override if it has one)",
         )
+
+
+def check_engine_embeds(call: EmbedCall, engine: str, rules: Any) -> None:
+    """Refuse embeddings on an engine without them, and ``dimensions`` where not taken."""
+    if not rules.embeddings:
+        raise FieldError(
+            f"{call.model} cannot embed: the {engine} engine has no embeddings API",
+            param="model",
+            code="model_cannot_embed",
+            hint="use a model on an engine that embeds (llamacpp, ollama, vllm, lmstudio, openai)",
+        )
+    for name in sorted(call.fields):
+        if rules.fields is not None and name not in rules.fields and name != "user":
+            raise FieldError(f"the {engine} engine does not support {name!r}", param=name, code="unsupported_field",
+                             hint=f"leave {name!r} out, or use an engine that takes it")

@@ -163,12 +163,15 @@ class RequestRules:
     ``max_stop``: how many stop sequences the server takes; the rest are ltcai's to
     enforce on the output. ``max_tokens_name``: ``max_completion_tokens`` for servers
     that refuse the older ``max_tokens``.
+    ``embeddings``: whether the server answers ``POST /embeddings`` (whether a given
+    model embeds is the server's to say); ``dimensions`` is taken where ``fields`` has it.
     """
 
     fields: frozenset[str] | None = None
     profile_sampling: bool = True
     max_stop: int | None = None
     max_tokens_name: str = "max_tokens"
+    embeddings: bool = True
 
 
 @dataclass(frozen=True)

@@ -155,10 +155,14 @@ async def run_import(
 class MlxEngine(EngineAdapter):
     name = "mlx"
     description = "Apple MLX via mlx-lm's OpenAI-compatible server (Apple silicon; CPU on Linux)"
-    # What mlx_lm.server reads of a request (its server.py); no response_format, no n.
-    request_rules = RequestRules(fields=frozenset({
-        "tools", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "seed", "user",
-    }))
+    # What mlx_lm.server reads of a request (its server.py); no response_format, no n,
+    # and no /v1/embeddings route.
+    request_rules = RequestRules(
+        fields=frozenset({
+            "tools", "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias", "seed", "user",
+        }),
+        embeddings=False,
+    )
 
     def __init__(self) -> None:
         self._verified: set[tuple] = set()  # bundled files already hashed (gguf_files.verify_file)

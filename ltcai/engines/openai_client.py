@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 
 from .._lazy import import_off_loop
-from ..errors import ChatError
+from ..errors import ChatError, InvalidRequest
 from .base import ChatChunk, ChatRequest, ServedModel
 
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["ChatHTTP", "chat_completion", "stream_chat_completion", "stream_text_completion", "text_completion"]
+__all__ = ["ChatHTTP", "chat_completion", "embeddings", "stream_chat_completion", "stream_text_completion", "text_completion"]
 
 # An idle connection is dropped before uvicorn (llama_cpp.server, mlx_lm, vLLM) closes
 # it after 5 s, so a request never goes out on a connection the server is closing.
@@ -284,3 +284,37 @@ async def stream_text_completion(
     payload["prompt"] = prompt
     async for chunk in _stream_events(http, served, "/completions", payload, None):
         yield chunk
+
+
+# What a server answers to an embeddings request for a model that cannot embed (llama-server
+# without --embeddings: 501; vLLM serving a generative model: 400/404; others 404/405).
+_CANNOT_EMBED = (400, 404, 405, 501)
+
+
+async def embeddings(http: ChatHTTP, served: ServedModel, inputs: list[Any], fields: dict[str, Any]) -> dict[str, Any]:
+    """``POST /embeddings`` for float vectors; a model that cannot embed is a 400 naming it."""
+    payload = {"model": served.model, "input": inputs, "encoding_format": "float", **fields}
+    try:
+        async with _post(http, served, "/embeddings", payload, None) as response:
+            body = await response.read()
+            status = response.status
+    except http.transport_errors() as exc:
+        raise _transport_error(served, exc) from exc
+    if status in _CANNOT_EMBED:
+        detail = body.decode(errors="replace")[:300]
+        raise InvalidRequest(
+            f"{served.model} on {served.engine} cannot embed: {detail}",
+            hint="choose an embedding model, or an engine started with embeddings on",
+            code="model_cannot_embed",
+        )
+    if status >= 400:
+        raise _status_error(served, status, body.decode(errors="replace"))
+    try:
+        answer = json.loads(body)
+        vectors = [item["embedding"] for item in sorted(answer["data"], key=lambda d: d["index"])]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ChatError(
+            f"{served.engine} answered embeddings in a shape ltcai does not know: {body[:200]!r}",
+            code="engine_bad_answer",
+        ) from exc
+    return {"vectors": vectors, "usage": answer.get("usage")}

@@ -84,6 +84,7 @@ PROVIDERS: tuple[Provider, ...] = (
         rules=RequestRules(
             fields=frozenset({"tools", "tool_choice", "parallel_tool_calls", "user", "metadata", "image_url"}),
             profile_sampling=False,
+            embeddings=False,  # Anthropic has no embeddings API
         ),
     ),
     Provider("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", "https://openrouter.ai/keys"),

@@ -101,7 +101,7 @@ class VllmEngine(EngineAdapter):
     # vLLM serves OpenAI's whole chat request, less OpenAI's own service fields.
     request_rules = RequestRules(fields=frozenset({
         "tools", "tool_choice", "parallel_tool_calls", "response_format", "n", "logprobs", "top_logprobs",
-        "presence_penalty", "frequency_penalty", "logit_bias", "seed", "user", "image_url",
+        "presence_penalty", "frequency_penalty", "logit_bias", "seed", "user", "image_url", "dimensions",
     }))
 
     def __init__(self, accelerator: Callable[[], str | None] = detect_accelerator) -> None:

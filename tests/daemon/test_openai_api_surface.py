@@ -45,10 +45,14 @@ def model(daemon, tag, request):
     return name
 
 
-def _engine_requests(daemon, model: str) -> list[dict[str, Any]]:
+def _base(daemon, model: str) -> str:
+    """The FAKE engine server's root URL for ``model``."""
     models = {m["input_id"]: m for m in daemon.client.get("/models").json()["models"]}
-    base_url = models[model]["base_url"].removesuffix("/v1")
-    bodies = [r["body"] for r in httpx.get(base_url + "/debug/requests").json()["requests"]]
+    return models[model]["base_url"].removesuffix("/v1")
+
+
+def _engine_requests(daemon, model: str) -> list[dict[str, Any]]:
+    bodies = [r["body"] for r in httpx.get(_base(daemon, model) + "/debug/requests").json()["requests"]]
     return [b for b in bodies if "messages" in b and SMOKE_PROMPT not in json.dumps(b, ensure_ascii=False)]
 
 
@@ -151,8 +155,7 @@ def test_the_control_chat_speaks_the_same_request(daemon, model):
 def test_legacy_completions_answer_and_stream_with_usage(daemon, sdk, model):
     whole = sdk.completions.create(model=model, prompt="2+2=", max_tokens=8, seed=3)
     assert whole.choices[0].text == "2 + 2 = 4." and whole.usage.completion_tokens > 0
-    models = {m["input_id"]: m for m in daemon.client.get("/models").json()["models"]}
-    sent = httpx.get(models[model]["base_url"].removesuffix("/v1") + "/debug/requests").json()["requests"][-1]
+    sent = httpx.get(_base(daemon, model) + "/debug/requests").json()["requests"][-1]
     assert sent["path"] == "/v1/completions" and sent["body"]["seed"] == 3 and sent["body"]["prompt"] == "2+2="
     chunks = list(sdk.completions.create(model=model, prompt="2+2=", stream=True, stream_options={"include_usage": True}))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == "2 + 2 = 4."
@@ -161,3 +164,20 @@ def test_legacy_completions_answer_and_stream_with_usage(daemon, sdk, model):
     with pytest.raises(openai.BadRequestError) as echo:
         sdk.completions.create(model=model, prompt="x", echo=True)
     assert echo.value.body["param"] == "echo"
+
+
+def test_embeddings_float_and_base64_and_a_model_that_cannot_embed(daemon, sdk, model, tag):
+    floats = sdk.embeddings.create(model=model, input=["one", "two words"], encoding_format="float", dimensions=4)
+    assert [d.index for d in floats.data] == [0, 1] and all(len(d.embedding) == 4 for d in floats.data)
+    assert floats.usage.prompt_tokens == 3
+    decoded = sdk.embeddings.create(model=model, input=["one", "two words"], dimensions=4)  # the SDK asks base64
+    for got, want in zip(decoded.data, floats.data, strict=True):
+        assert got.embedding == pytest.approx(want.embedding, abs=1e-6)
+    sent = [r["body"] for r in httpx.get(_base(daemon, model) + "/debug/requests").json()["requests"]][-1]
+    assert sent["encoding_format"] == "float" and sent["dimensions"] == 4  # ltcai encodes base64 itself
+
+    mute = f"fake-ok-no-embed-{tag}"
+    daemon.prepare(mute)
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.embeddings.create(model=mute, input="x")
+    assert refused.value.body["code"] == "model_cannot_embed" and mute in refused.value.body["message"]

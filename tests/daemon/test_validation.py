@@ -9,7 +9,15 @@ import pytest
 
 from ltcai.compat import build_profile
 from ltcai.daemon.engine_request import StopCutter, cut_at_stops, engine_params
-from ltcai.daemon.validation import ENGINE_FIELDS, check_engine_takes, check_model_sees, parse_chat
+from ltcai.daemon.validation import (
+    EMBED_FIELDS,
+    ENGINE_FIELDS,
+    check_engine_embeds,
+    check_engine_takes,
+    check_model_sees,
+    parse_chat,
+    parse_embeddings,
+)
 from ltcai.engines.base import EngineAdapter, RequestRules
 from ltcai.errors import FieldError
 
@@ -129,7 +137,8 @@ def test_every_engine_declares_only_fields_the_validator_knows():
     ]  # fmt: skip
     for adapter in adapters:
         fields = adapter.request_rules.fields
-        assert fields is None or fields <= ENGINE_FIELDS | {"image_url"}, (adapter.name, fields - ENGINE_FIELDS)
+        known = ENGINE_FIELDS | EMBED_FIELDS | {"image_url"}
+        assert fields is None or fields <= known, (adapter.name, fields - known)
 
 
 def _profile(model: str = "smollm2", **user: Any):
@@ -166,3 +175,35 @@ def test_held_stops_are_cut_whole_and_streamed_alike(split):
     assert streamed == "The answer is 4. "
     passthrough = StopCutter([])
     assert passthrough.feed("abc") == "abc" and passthrough.finish() == ""
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({"input": "x"}, "missing_field", "model"),
+        ({"model": "m"}, "missing_field", "input"),
+        ({"model": "m", "input": ""}, "invalid_field", "input"),
+        ({"model": "m", "input": ["a", 3]}, "invalid_field", "input"),
+        ({"model": "m", "input": "a", "encoding_format": "hex"}, "invalid_field", "encoding_format"),
+        ({"model": "m", "input": "a", "dimensions": 0}, "invalid_field", "dimensions"),
+        ({"model": "m", "input": "a", "pooling": "mean"}, "unknown_field", "pooling"),
+    ],
+)
+def test_embedding_requests_are_checked_by_the_same_rules(body, code, param):
+    with pytest.raises(FieldError) as caught:
+        parse_embeddings(body)
+    assert (caught.value.code, caught.value.param) == (code, param)
+
+
+def test_embedding_inputs_and_the_engines_that_cannot():
+    assert parse_embeddings({"model": "m", "input": "a b"}).inputs == ["a b"]
+    assert parse_embeddings({"model": "m", "input": [1, 2, 3]}).inputs == [[1, 2, 3]]
+    call = parse_embeddings({"model": "m", "input": ["a", "b"], "encoding_format": "base64", "dimensions": 4})
+    assert call.inputs == ["a", "b"] and call.base64 and call.fields == {"dimensions": 4}
+    check_engine_embeds(call, "openai", RequestRules())
+    with pytest.raises(FieldError) as mlx:
+        check_engine_embeds(call, "mlx", RequestRules(embeddings=False))
+    assert mlx.value.code == "model_cannot_embed" and "mlx" in mlx.value.message
+    with pytest.raises(FieldError) as dims:
+        check_engine_embeds(call, "llamacpp", RequestRules(fields=frozenset({"tools"})))
+    assert dims.value.code == "unsupported_field" and dims.value.param == "dimensions"

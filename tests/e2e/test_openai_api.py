@@ -44,14 +44,17 @@ def tcp_daemon(llamacpp_installed: None, daemon_root: Path) -> Iterator[tuple[Ru
 def test_openai_sdk_sync_just_in_time_prepare_and_stream(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
     daemon, base_url, token = tcp_daemon
     client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0)
-    assert client.models.list().data == []  # nothing prepared yet
+    before = {m.id: m.model_extra["ltcai"] for m in client.models.list().data}
+    assert before["smollm2"]["loaded"] is False  # listed before anything is prepared: pickers show it
     answer = client.chat.completions.create(
         model="smollm2", messages=[{"role": "user", "content": "What is 2+2?"}], max_tokens=40
     )
     text = answer.choices[0].message.content
     assert text and not any(m in text for m in BAD_MARKERS)
     assert answer.usage is not None and answer.usage.completion_tokens > 0
-    assert [m.id for m in client.models.list().data] == ["smollm2"]
+    after = {m.id: m.model_extra["ltcai"] for m in client.models.list().data}
+    assert after["smollm2"]["loaded"] is True and after["smollm2"]["status"] == "ready"
+    assert [m for m, v in after.items() if v["loaded"]] == ["smollm2"]
 
     stream = client.chat.completions.create(
         model="smollm2", messages=[{"role": "user", "content": "Name three colors."}], max_tokens=40, stream=True
