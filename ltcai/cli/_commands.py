@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -126,12 +127,11 @@ def _cancel(args: argparse.Namespace, ui: Renderer) -> int:
 
 
 def _ps(args: argparse.Namespace, ui: Renderer) -> int:
-    models = _client(args).get("/models")["models"]
+    listing = _client(args).get("/models")
     if ui.json_output:
-        ui.emit_json(models)
+        ui.emit_json(listing["models"])
         return 0
-    rows = [[m["model"], m["engine"], m["status"], m["pid"] or "", m["base_url"]] for m in models]
-    ui.table(["MODEL", "ENGINE", "STATUS", "PID", "URL"], rows, empty="no models served; start one with `ltcai prepare MODEL`")
+    ui.models(listing)
     return 0
 
 
@@ -142,6 +142,48 @@ def _unload(args: argparse.Namespace, ui: Renderer) -> int:
     else:
         ui.out.print(f"unloaded {result['unloaded']['model']} ({result['unloaded']['engine']})")
     return 0
+
+
+def _pin(args: argparse.Namespace, ui: Renderer) -> int:
+    result = _client(args).post(f"/models/{args.command}", {"model": args.model, "engine": args.engine})
+    if ui.json_output:
+        ui.emit_json(result)
+    else:
+        model = result["model"]
+        state = "pinned: it stays loaded" if model["pinned"] else "unpinned: it unloads when idle"
+        ui.out.print(f"{model['model']} ({model['engine']}) {state}")
+    return 0
+
+
+def _stop(args: argparse.Namespace, ui: Renderer) -> int:
+    """Ask the daemon to stop, then wait until its process is gone (it drains first)."""
+    client = _client(args)
+    answer = client.post("/shutdown")
+    pid = answer["pid"]
+    deadline = time.monotonic() + 60
+    while _process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the daemon is another process: nothing to await but its exit
+    if _process_alive(pid):
+        raise LtcaiError(
+            f"the daemon (pid {pid}) is still stopping after 60 s",
+            hint=f"see `ltcai logs`; `kill -9 {pid}` ends it at once (its engines get the parent-death signal)",
+            code="stop_timeout",
+        )
+    ui.emit_json({"stopped": True, "pid": pid}) if ui.json_output else ui.out.print(f"ltcai daemon (pid {pid}) stopped")
+    return 0
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, its parent has not reaped it yet) is gone for us
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _show_profile(ui: Renderer, data: dict[str, Any]) -> None:
@@ -318,6 +360,9 @@ _COMMANDS = {
     "cancel": _cancel,
     "ps": _ps,
     "unload": _unload,
+    "pin": _pin,
+    "unpin": _pin,
+    "stop": _stop,
     "profiles": _profiles,
     "chat": _chat,
     "logs": _logs,

@@ -99,10 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
     cancel = command("cancel", "cancel a running prepare job")
     cancel.add_argument("job_id")
 
-    command("ps", "list the models being served")
+    command(
+        "ps",
+        "list the models being served: memory, slots, when each unloads",
+        "List the models being served: memory (estimated before start, and the engine\n"
+        "process's resident memory now), slots busy and requests queued, last use, when an\n"
+        "idle model unloads (keep_alive) and whether it is pinned; then the memory budget.",
+    )
 
     unload = command("unload", "stop serving a model and free its memory")
     _add_model(unload)
+
+    pin = command(
+        "pin",
+        "keep a loaded model loaded: never unloaded when idle, never evicted",
+        "Pin a loaded model until `ltcai unpin` or a daemon restart (for a lasting pin, set\n"
+        'pin = true under [models."ID"] in the config).\n\nexample: ltcai pin smollm2',
+    )
+    _add_model(pin)
+    unpin = command("unpin", "let a pinned model unload when idle or be evicted again")
+    _add_model(unpin)
+
+    command(
+        "stop",
+        "stop the daemon cleanly (as SIGTERM does)",
+        "Stop the daemon: it stops accepting, lets running answers finish within\n"
+        "shutdown_grace_s, stops every engine process, and exits.",
+    )
 
     profiles = command(
         "profiles",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -12,6 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
+
+from ..config.units import format_bytes
 
 __all__ = ["Renderer"]
 
@@ -88,6 +91,36 @@ class Renderer:
             for name, hint in hints:
                 self.out.print(Text(f"  {name:<{width}}  {hint}"), soft_wrap=True)
 
+    # -- models --
+
+    def models(self, listing: dict[str, Any]) -> None:
+        """``ltcai ps``: one row per served model, then the memory budget."""
+        now = time.time()
+        rows = [
+            [
+                m["model"],
+                m["engine"],
+                m["status"],
+                m["pid"] or "",
+                _memory(m.get("memory") or {}),
+                f"{m.get('busy', 0)}/{m.get('slots', 1)}" + (f" +{m['queued']}" if m.get("queued") else ""),
+                _ago(now, m.get("last_used")),
+                "pinned" if m.get("pinned") else _until(now, m.get("unloads_at"), m.get("in_flight")),
+            ]
+            for m in listing["models"]
+        ]
+        self.table(
+            ["MODEL", "ENGINE", "STATUS", "PID", "MEMORY (EST / RSS)", "SLOTS", "LAST USE", "UNLOADS"],
+            rows,
+            empty="no models served; start one with `ltcai prepare MODEL`",
+        )
+        budget = listing.get("memory_budget")
+        if budget:
+            used = _size(listing.get("memory_used_estimated") or 0)
+            limit = listing.get("max_loaded_models")
+            cap = f"; at most {limit} loaded" if limit else ""
+            self.out.print(f"\nmemory: {used} estimated of {_size(budget)} ({listing['memory_budget_setting']}){cap}", markup=False)
+
     # -- prepare --
 
     def follow_prepare(self, events: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
@@ -161,3 +194,28 @@ def _engine_details(engine: dict[str, Any]) -> str:
     """An available engine's check details in a line: where its server or interpreter is."""
     details = engine.get("details") or {}
     return ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in details.items() if isinstance(value, str) and value)
+
+
+def _size(count: float | None) -> str:
+    return "?" if count is None else format_bytes(count)
+
+
+def _memory(memory: dict[str, Any]) -> str:
+    estimated = memory.get("estimated")
+    return f"{_size(estimated['total']) if estimated else '?'} / {_size(memory.get('rss'))}"
+
+
+def _ago(now: float, when: float | None) -> str:
+    if not when:
+        return ""
+    seconds = max(0.0, now - when)
+    return f"{seconds:.0f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
+
+
+def _until(now: float, when: float | None, in_flight: int | None) -> str:
+    if in_flight:
+        return "in use"
+    if when is None:
+        return "never"
+    seconds = max(0.0, when - now)
+    return f"in {seconds:.0f} s" if seconds < 120 else f"in {seconds / 60:.0f} min"

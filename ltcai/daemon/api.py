@@ -27,6 +27,7 @@ from ..core import explain_rows, profile_view, resolve_with_settings
 from ..errors import LtcaiError, NotFound
 from . import chat
 from .body import optional_bool, optional_str, read_json_object, required_str
+from .in_flight import ending_use, enter_while_connected, take_keep_alive
 from .openai_api import openai_routes
 from .prepare_runner import run_prepare
 from .services import Services
@@ -50,7 +51,13 @@ def error_body(code: str, message: str, hint: str | None, status: int, **extra: 
 
 def error_response(error: LtcaiError) -> JSONResponse:
     extra = {k: v for k, v in error.to_dict().items() if k not in ("code", "message", "hint")}
-    return JSONResponse(error_body(error.code, error.message, error.hint, error.http_status, **extra), status_code=error.http_status)
+    retry_after = getattr(error, "retry_after_s", None)  # TooBusy (429): when to come back
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(
+        error_body(error.code, error.message, error.hint, error.http_status, **extra),
+        status_code=error.http_status,
+        headers=headers,
+    )
 
 
 def _ndjson(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
@@ -139,17 +146,31 @@ def build_app(services: Services) -> Starlette:
         return JSONResponse(job.summary())
 
     async def list_models(request: Request) -> Response:
-        return JSONResponse({"models": [m.to_dict() for m in services.models.all()]})
+        lifecycle = services.lifecycle
+        models = services.models.all()
+        return JSONResponse({"models": await lifecycle.model_views(models), **lifecycle.summary(models)})
 
-    async def unload(request: Request) -> Response:
+    async def _loaded_named(request: Request) -> Any:
         body = await read_json_object(request, limit)
         resolution = resolve_with_settings(services.settings, services.plugins, required_str(body, "model"), optional_str(body, "engine"))
-        loaded = services.models.remove(resolution.engine, resolution.resolved_model)
+        loaded = services.models.get(resolution.engine, resolution.resolved_model)
         if loaded is None:
             raise NotFound(f"{resolution.input_id} is not loaded", hint="see `ltcai ps`", code="model_not_loaded")
-        adapter = services.engine(resolution.engine)
-        await adapter.unload(services.engine_context(resolution.engine), loaded.served)
+        return loaded
+
+    async def unload(request: Request) -> Response:
+        loaded = await _loaded_named(request)
+        await services.lifecycle.unload(loaded, "requested")
         return JSONResponse({"unloaded": loaded.to_dict()})
+
+    async def pin(request: Request) -> Response:
+        loaded = await _loaded_named(request)
+        services.lifecycle.pin(loaded, request.url.path.endswith("/pin"))
+        return JSONResponse({"model": (await services.lifecycle.model_views([loaded]))[0]})
+
+    async def stop_daemon(request: Request) -> Response:
+        services.request_stop("ltcai stop")
+        return JSONResponse({"stopping": True, "pid": os.getpid()})
 
     async def list_profiles(request: Request) -> Response:
         return JSONResponse({"profiles": [profile_view(p) for _k, p in services.profiles.cache.items()]})
@@ -171,7 +192,7 @@ def build_app(services: Services) -> Starlette:
         return JSONResponse({"forgotten": key})
 
     async def chat_route(request: Request) -> Response:
-        body = await read_json_object(request, limit)
+        body, keep_alive = take_keep_alive(await read_json_object(request, limit))
         engine = optional_str(body, "engine")
         if "messages" not in body:  # the CLI's one-shot form: a prompt is one user turn
             body = {**body, "messages": [{"role": "user", "content": required_str(body, "prompt")}]}
@@ -182,9 +203,18 @@ def build_app(services: Services) -> Starlette:
         loaded = services.models.get(resolution.engine, resolution.resolved_model)
         if loaded is not None:
             check_model_sees(call, call.model, vision=loaded.profile.vision)
-        if call.stream:
-            return _ndjson(chat.chat_stream(services, loaded, call))
-        answer = await chat.chat_once(services, loaded, call)
+        use = services.lifecycle.begin(resolution.engine, resolution.resolved_model, keep_alive)
+        handed_over = False
+        try:
+            if loaded is not None and loaded.ready:  # else the chat says model_not_ready
+                await enter_while_connected(use, loaded, request)
+            if call.stream:
+                handed_over = True  # the response ends the use when the stream is over
+                return ending_use(_ndjson(chat.chat_stream(services, loaded, call)), use)
+            answer = await chat.chat_once(services, loaded, call)
+        finally:
+            if not handed_over:
+                use.end()
         return JSONResponse(
             {
                 "model": resolution.resolved_model,
@@ -216,6 +246,9 @@ def build_app(services: Services) -> Starlette:
         Route("/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
         Route("/models", list_models),
         Route("/models/unload", unload, methods=["POST"]),
+        Route("/models/pin", pin, methods=["POST"]),
+        Route("/models/unpin", pin, methods=["POST"]),
+        Route("/shutdown", stop_daemon, methods=["POST"]),
         Route("/profiles", list_profiles),
         Route("/profiles/{key:path}", show_profile),
         Route("/profiles/{key:path}", forget_profile, methods=["DELETE"]),

@@ -51,22 +51,39 @@ def _extra_plugin_modules() -> list[str]:
     return [m.strip() for m in raw.split(",") if m.strip()]
 
 
-async def _handle_signals(services: Services, servers: list[ControlServer], scope: anyio.CancelScope) -> None:
+class _Stopper:
+    """One way to stop, whoever asks (a signal, `ltcai stop`): drain, then stop everything."""
+
+    def __init__(self, services: Services, servers: list[ControlServer], scope: anyio.CancelScope) -> None:
+        self.services = services
+        self.servers = servers
+        self.scope = scope
+        self.stopping = False
+
+    def stop(self, reason: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("stopping", reason=reason, grace_s=self.services.settings.shutdown_grace_s)
+        sdnotify.notify("STOPPING=1")
+        for server in self.servers:
+            server.request_stop()
+
+    def stop_now(self) -> None:
+        log.warning("second stop signal: stopping now")
+        self.scope.cancel()
+
+
+async def _handle_signals(services: Services, stopper: _Stopper) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-        stopping = False
         async for signum in signals:
             if signum == signal.SIGHUP:
                 await _reload(services)
-                continue
-            if stopping:
-                log.warning("second stop signal: stopping now")
-                scope.cancel()
+            elif stopper.stopping:
+                stopper.stop_now()
                 return
-            stopping = True
-            log.info("stopping", signal=signal.Signals(signum).name, grace_s=services.settings.shutdown_grace_s)
-            sdnotify.notify("STOPPING=1")
-            for server in servers:
-                server.request_stop()
+            else:
+                stopper.stop(signal.Signals(signum).name)
 
 
 async def _reload(services: Services) -> None:
@@ -124,10 +141,13 @@ async def run_daemon(settings: Settings, *, allow_remote: bool = False) -> None:
             async with anyio.create_task_group() as root:
                 await root.start(supervisor.run)
                 await root.start(services.models.run)
+                await root.start(services.lifecycle.run)
                 await root.start(services.jobs.run)
                 for each in servers:
                     await root.start(each.run)
-                root.start_soon(_handle_signals, services, servers, root.cancel_scope)
+                stopper = _Stopper(services, servers, root.cancel_scope)
+                services.request_stop = stopper.stop
+                root.start_soon(_handle_signals, services, stopper)
                 interval = sdnotify.watchdog_interval_s()
                 if interval:
                     root.start_soon(_watchdog, interval)

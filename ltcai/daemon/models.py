@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ import structlog
 
 from ..compat import Profile, Resolution
 from ..engines.base import ServedModel
+from .admission import Gate
 
 __all__ = ["CRASH_WINDOW_S", "LoadedModel", "ModelRegistry"]
 
@@ -38,6 +40,12 @@ class LoadedModel:
     status: str  # "ready", "degraded", "stopped"
     job_id: str
     loaded_at: float = field(default_factory=time.time)
+    # The lifecycle's (daemon/lifecycle.py): last use (wall clock for people, monotonic
+    # for deadlines), the latest request's keep_alive, and the slots/queue gate.
+    last_used: float = field(default_factory=time.time)
+    last_used_monotonic: float = field(default_factory=time.monotonic)
+    keep_alive: float | None = None
+    gate: Gate | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -68,6 +76,8 @@ class ModelRegistry:
         self._models: dict[tuple[str, str], LoadedModel] = {}
         self._crashes: dict[tuple[str, str], list[float]] = {}  # monotonic times of unexpected exits
         self._tg: anyio.abc.TaskGroup | None = None
+        # Called whenever a model is added or removed (the lifecycle recomputes deadlines).
+        self.on_change: Callable[[], None] = lambda: None
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -97,6 +107,7 @@ class ModelRegistry:
             self._tg.start_soon(_stop, previous)
         if loaded.served.process is not None and self._tg is not None:
             self._tg.start_soon(self._watch, loaded)
+        self.on_change()
 
     async def _watch(self, loaded: LoadedModel) -> None:
         assert loaded.served.process is not None
@@ -131,7 +142,9 @@ class ModelRegistry:
 
     def remove(self, engine: str, model: str) -> LoadedModel | None:
         found = self.get(engine, model)
-        return self._models.pop(found.key, None) if found is not None else None
+        removed = self._models.pop(found.key, None) if found is not None else None
+        self.on_change()
+        return removed
 
 
 async def _stop(loaded: LoadedModel) -> None:

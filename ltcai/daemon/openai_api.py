@@ -27,6 +27,7 @@ from . import chat
 from .body import read_json_object
 from .embeddings import counted_usage, encode_base64
 from .engine_request import cut_at_stops, engine_params
+from .in_flight import ending_use, enter_while_connected, take_keep_alive
 from .model_catalog import usable_models
 from .models import LoadedModel
 from .prepare_runner import run_prepare
@@ -55,6 +56,14 @@ def _engine_of(services: Services, model: str) -> tuple[str, LoadedModel | None]
             return loaded.resolution.engine, loaded
     resolution = resolve_with_settings(services.settings, services.plugins, model, None)
     return resolution.engine, services.models.get(resolution.engine, resolution.resolved_model)
+
+
+def _model_key(services: Services, model: str) -> tuple[str, str]:
+    """(engine, resolved id) of ``model``: what its requests count against (lifecycle)."""
+    engine, loaded = _engine_of(services, model)
+    if loaded is not None:
+        return loaded.key
+    return engine, resolve_with_settings(services.settings, services.plugins, model, None).resolved_model
 
 
 async def _ready_model(services: Services, model: str) -> LoadedModel:
@@ -110,17 +119,28 @@ def openai_routes(services: Services) -> list[Route]:
         return JSONResponse({"object": "list", "data": data})
 
     async def chat_completions(request: Request) -> Response:
-        call = parse_chat(await read_json_object(request, limit))
+        body, keep_alive = take_keep_alive(await read_json_object(request, limit))
+        call = parse_chat(body)
         engine, _loaded = _engine_of(services, call.model)
         # Refused before a just-in-time prepare: no model is loaded for a request that cannot run.
         check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
-        loaded = await _ready_model(services, call.model)
-        check_model_sees(call, call.model, vision=loaded.profile.vision)
+        # In flight from now: a model waited for (prepare, queue) is not idle.
+        use = services.lifecycle.begin(*_model_key(services, call.model), keep_alive)
+        try:
+            loaded = await _ready_model(services, call.model)
+            check_model_sees(call, call.model, vision=loaded.profile.vision)
+            await enter_while_connected(use, loaded, request)
+        except BaseException:
+            use.end()
+            raise
         model = call.model
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if not call.stream:
-            answer = await chat.chat_once(services, loaded, call)
+            try:
+                answer = await chat.chat_once(services, loaded, call)
+            finally:
+                use.end()
             message: dict[str, Any] = {"role": "assistant", "content": answer.content}
             if answer.tool_calls:
                 message["tool_calls"] = answer.tool_calls
@@ -170,13 +190,20 @@ def openai_routes(services: Services) -> list[Route]:
                 yield _sse({"error": {"message": exc.message, "type": "server_error", "code": exc.code, "hint": exc.hint}})
             yield _sse("[DONE]")
 
-        return StreamingResponse(events(), media_type="text/event-stream")
+        return ending_use(StreamingResponse(events(), media_type="text/event-stream"), use)
 
     async def completions(request: Request) -> Response:
-        call, prompt = parse_completion(await read_json_object(request, limit))
+        body, keep_alive = take_keep_alive(await read_json_object(request, limit))
+        call, prompt = parse_completion(body)
         engine, _loaded = _engine_of(services, call.model)
         check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
-        loaded = await _ready_model(services, call.model)
+        use = services.lifecycle.begin(*_model_key(services, call.model), keep_alive)
+        try:
+            loaded = await _ready_model(services, call.model)
+            await enter_while_connected(use, loaded, request)
+        except BaseException:
+            use.end()
+            raise
         completion_id = "cmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if call.stream:
@@ -199,11 +226,14 @@ def openai_routes(services: Services) -> list[Route]:
                     yield _sse({"error": {"message": exc.message, "type": "server_error", "code": exc.code, "hint": exc.hint}})
                 yield _sse("[DONE]")
 
-            return StreamingResponse(events(), media_type="text/event-stream")
-        params, held_stops = engine_params(
-            services.engine(engine).request_rules, loaded.profile, call.overrides, call.fields
-        )
-        answer = await openai_client.text_completion(services.chat_http, loaded.served, ChatRequest([], params), prompt)
+            return ending_use(StreamingResponse(events(), media_type="text/event-stream"), use)
+        try:
+            params, held_stops = engine_params(
+                services.engine(engine).request_rules, loaded.profile, call.overrides, call.fields
+            )
+            answer = await openai_client.text_completion(services.chat_http, loaded.served, ChatRequest([], params), prompt)
+        finally:
+            use.end()
         text, _reasoning = chat.postprocess_text(services, loaded.profile, cut_at_stops(answer["text"], held_stops))
         return JSONResponse(
             {
@@ -217,11 +247,17 @@ def openai_routes(services: Services) -> list[Route]:
         )
 
     async def embed(request: Request) -> Response:
-        call = parse_embeddings(await read_json_object(request, limit))
+        body, keep_alive = take_keep_alive(await read_json_object(request, limit))
+        call = parse_embeddings(body)
         engine, _loaded = _engine_of(services, call.model)
         check_engine_embeds(call, engine, services.engine(engine).request_rules)
-        loaded = await _ready_model(services, call.model)
-        answer = await openai_client.embeddings(services.chat_http, loaded.served, call.inputs, call.fields)
+        use = services.lifecycle.begin(*_model_key(services, call.model), keep_alive)
+        try:
+            loaded = await _ready_model(services, call.model)
+            await enter_while_connected(use, loaded, request)
+            answer = await openai_client.embeddings(services.chat_http, loaded.served, call.inputs, call.fields)
+        finally:
+            use.end()
         data = [
             {"object": "embedding", "index": i, "embedding": encode_base64(v) if call.base64 else v}
             for i, v in enumerate(answer["vectors"])

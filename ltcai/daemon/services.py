@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -15,6 +16,7 @@ from ..engines.openai_client import ChatHTTP
 from ..errors import UnknownEngine
 from ..plugins import PluginHost
 from .jobs import JobManager
+from .lifecycle import Lifecycle
 from .models import ModelRegistry
 from .profile_book import ProfileBook
 from .store import StateStore
@@ -39,6 +41,13 @@ class Services:
     models: ModelRegistry
     jobs: JobManager
     started_at: float = field(default_factory=time.time)
+    lifecycle: Lifecycle = field(init=False)
+    # Stops the daemon as SIGTERM does (set by app.run_daemon; `ltcai stop` calls it).
+    request_stop: Callable[[str], None] = field(default=lambda reason: None)
+
+    def __post_init__(self) -> None:
+        self.lifecycle = Lifecycle(self)
+        self.models.on_change = self.lifecycle.wake
 
     def engine(self, name: str) -> EngineAdapter:
         engines = self.plugins.engines()

@@ -122,6 +122,7 @@ class ServedModel:
     process: ProcessHandle | None = None  # None when the server is not ours (Ollama, remote)
     headers: dict[str, str] = field(default_factory=dict)  # e.g. Authorization; never logged
     artifact_path: str | None = None
+    slots: int = 1  # requests the server answers at once (llama-server -np); more queue in ltcai
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ GGUF_MAGIC = _format.GGUF_MAGIC
 GGMLQuantizationType = _format.GGMLQuantizationType
 GGUFValueType = _format.GGUFValueType
 
-__all__ = ["SUPPORTED_GGUF_VERSIONS", "read_gguf_metadata"]
+__all__ = ["SUPPORTED_GGUF_VERSIONS", "GGUFShape", "read_gguf_metadata", "read_gguf_shape"]
 
 # Version 1 used 32-bit counts and lengths; nothing current writes it.
 SUPPORTED_GGUF_VERSIONS: tuple[int, ...] = (2, 3)
@@ -277,6 +277,66 @@ def _parse(cur: _Cursor) -> ModelMetadata:
             f"tensor data ends early: the file is {cur.size} bytes, its header needs {data_end}"
         )
     return _metadata(cur, fields)
+
+
+@dataclass(frozen=True)
+class GGUFShape:
+    """What sizes a model's KV cache: per layer, the K and V heads the cache holds for each token.
+
+    ``None`` where the file does not say (or says per layer, as an array): the memory
+    estimate then falls back to what it can derive, or to the weights alone.
+    """
+
+    architecture: str | None
+    block_count: int | None  # layers
+    head_count: int | None
+    head_count_kv: int | None  # fewer than head_count with grouped-query attention
+    key_length: int | None  # one K head's width (default: embedding_length / head_count)
+    value_length: int | None
+    embedding_length: int | None
+    context_length: int | None  # what the model was trained for
+
+    def kv_bytes_per_token(self, bytes_per_value: float = 2.0) -> int | None:
+        """K and V for one token in every layer (f16 cache: 2 bytes a value)."""
+        heads_kv = self.head_count_kv or self.head_count
+        head_width = (self.embedding_length // self.head_count) if self.embedding_length and self.head_count else None
+        key, value = self.key_length or head_width, self.value_length or head_width
+        if not (self.block_count and heads_kv and key and value):
+            return None
+        return int(self.block_count * heads_kv * (key + value) * bytes_per_value)
+
+
+def _count_field(fields: dict[str, Any], key: str) -> int | None:
+    value = fields.get(key)
+    return value if type(value) is int and value > 0 else None
+
+
+def read_gguf_shape(path: str | os.PathLike[str]) -> GGUFShape:
+    """The attention shape from a GGUF's header (for the memory estimate). Blocking file I/O."""
+    path = Path(path)
+    try:
+        with path.open("rb", buffering=0) as fh:
+            cur = _Cursor(fh.fileno(), os.fstat(fh.fileno()).st_size)
+            _, _, kv_count = _open_header(cur)
+            fields = _read_fields(cur, kv_count)
+    except FileNotFoundError:
+        raise NotFound(f"model file {path} does not exist", code="model_file_not_found") from None
+    except OSError as exc:
+        raise _invalid(path, f"it cannot be read ({exc.strerror or exc})") from None
+    except _Malformed as exc:
+        raise _invalid(path, str(exc)) from None
+    arch = _text_field(fields, "general.architecture")
+    prefix = f"{arch}." if arch else "\0"  # no architecture: no key matches
+    return GGUFShape(
+        architecture=arch,
+        block_count=_count_field(fields, prefix + "block_count"),
+        head_count=_count_field(fields, prefix + "attention.head_count"),
+        head_count_kv=_count_field(fields, prefix + "attention.head_count_kv"),
+        key_length=_count_field(fields, prefix + "attention.key_length"),
+        value_length=_count_field(fields, prefix + "attention.value_length"),
+        embedding_length=_count_field(fields, prefix + "embedding_length"),
+        context_length=_count_field(fields, prefix + "context_length"),
+    )
 
 
 def _invalid(path: Path, why: str) -> InvalidRequest:

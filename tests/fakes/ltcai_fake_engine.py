@@ -21,6 +21,8 @@ ids unique: ``fake-slow-download-a3``). Behaviours:
     stall-stream        streamed chats send one chunk, then nothing ever again
     helper              the server starts a child left in its process group (reaping)
     no-embed            the server has no embeddings (as llama-server without --embeddings)
+    one-slot            the served model has 1 slot (default 16: the server is threaded),
+                        so a second request queues in the daemon
 
 An id with a ``/`` (``acme/tiny-GGUF``) is a Hugging Face reference: the download step is
 the real one (``ltcai.engines.hf_download``, against ``HF_ENDPOINT``, e.g. the loopback
@@ -86,6 +88,8 @@ _MODES = ("fail", "hang", "slow", "crawl", "bug")
 _DURATION_S = {"slow": 0.3, "crawl": 1.5}
 _TICK_S = 0.05
 _FAKE_WEIGHTS_BYTES = 1_000_000
+# The fake server answers every request in its own thread: as many slots as tests use at once.
+_THREADED_SLOTS = 16
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ class Behaviour:
                 i += 2
                 continue
             pair = f"{word}-{following}"
-            if pair in ("needs-install", "failed-smoke", "crash-chat", "slow-stream", "stall-stream", "no-embed"):
+            if pair in ("needs-install", "failed-smoke", "crash-chat", "slow-stream", "stall-stream", "no-embed", "one-slot"):
                 flags.add(pair)
                 i += 2
                 continue
@@ -205,7 +209,10 @@ class FakeEngine(EngineAdapter):
             # Whatever ends this step early (failure, cancel, stall) must not leak the server.
             await process.stop()
             raise
-        return ServedModel(engine=self.name, model=model, base_url=f"http://127.0.0.1:{port}/v1", process=process)
+        slots = 1 if "one-slot" in behaviour.flags else _THREADED_SLOTS
+        return ServedModel(
+            engine=self.name, model=model, base_url=f"http://127.0.0.1:{port}/v1", process=process, slots=slots
+        )
 
     async def load(self, ctx: EngineContext, served: ServedModel) -> LoadResult | None:
         behaviour = Behaviour.from_model(served.model)

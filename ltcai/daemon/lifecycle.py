@@ -1,0 +1,398 @@
+"""A model's life after prepare: in use, idle, unloaded when idle too long or to make room.
+
+- **In flight**: a request counts against its model from arrival to its last byte —
+  while it waits for a just-in-time prepare, in the queue, and while a stream runs
+  (:class:`Use`). A model with a request in flight is never unloaded or evicted.
+- **Idle unload**: each model has a ``keep_alive`` (Ollama's: the latest request's, else
+  the model's ``[models."id"]`` setting, else the global one). One task sleeps until the
+  earliest idle deadline and is woken whenever a request ends or a model changes; an
+  idle model's engine process is stopped and reaped, and the next request prepares it
+  again just in time.
+- **Room**: before a prepare starts an engine (``make_room``), the model's memory need
+  is estimated (:mod:`.memory`) and checked against ``memory_budget`` and
+  ``max_loaded_models``; least recently used idle, unpinned models are evicted until it
+  fits, and when it cannot fit the prepare fails with ``not_enough_memory`` and the
+  numbers, evicting nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+
+from ..config.units import KEEP_FOREVER, format_bytes
+from ..engines.base import DownloadResult
+from ..errors import LtcaiError, ServerStartError
+from . import memory
+from .admission import Gate
+from .memory import MemoryEstimate
+from .models import LoadedModel
+from .resolving import resolve_with_settings
+
+if TYPE_CHECKING:
+    from .jobs import Job
+    from .services import Services
+
+__all__ = ["Lifecycle", "Use"]
+
+log = structlog.get_logger(__name__)
+
+Key = tuple[str, str]
+
+
+class Use:
+    """One request on one model, from its arrival to its last byte (see ``Lifecycle.begin``)."""
+
+    def __init__(self, lifecycle: Lifecycle, key: Key, keep_alive: float | None) -> None:
+        self._lifecycle = lifecycle
+        self.key = key
+        self.keep_alive = keep_alive
+        self.loaded: LoadedModel | None = None
+        self._gate: Gate | None = None
+        self._started: float | None = None
+        self._ended = False
+        lifecycle._in_flight[key] = lifecycle._in_flight.get(key, 0) + 1
+
+    @property
+    def entered(self) -> bool:
+        return self._gate is not None
+
+    async def enter(self, loaded: LoadedModel) -> None:
+        """Take one of ``loaded``'s slots, queueing behind the running requests.
+
+        Raises ``TooBusy`` (429) before any await when the queue is full. Cancelled (the
+        client went away), the request leaves the queue.
+        """
+        self.loaded = loaded
+        gate = self._lifecycle.gate(loaded)
+        await gate.acquire(loaded.resolution.input_id)
+        self._gate = gate
+        self._started = time.monotonic()
+
+    def end(self) -> None:
+        """The request is over: free its slot, note the model's last use. Idempotent."""
+        if self._ended:
+            return
+        self._ended = True
+        lifecycle = self._lifecycle
+        left = lifecycle._in_flight.get(self.key, 1) - 1
+        if left:
+            lifecycle._in_flight[self.key] = left
+        else:
+            lifecycle._in_flight.pop(self.key, None)
+        if self._gate is not None:
+            assert self._started is not None
+            self._gate.release(time.monotonic() - self._started)
+        if self.loaded is not None:
+            lifecycle.touch(self.loaded, keep_alive=self.keep_alive)
+        lifecycle.wake()
+
+
+@dataclass(frozen=True)
+class _Plan:
+    victims: list[LoadedModel]
+    refusal: str | None = None
+
+
+class Lifecycle:
+    """Usage, idle deadlines, pins and room for the served models (one per daemon)."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.total_memory = 0  # bytes; read at start (run)
+        self._in_flight: dict[Key, int] = {}
+        self._pins: dict[Key, bool] = {}  # `ltcai pin` / `unpin`, over the config's pin
+        self._estimates: dict[str, MemoryEstimate] = {}  # by the job id that made room
+        self._reserved: dict[str, Job] = {}  # prepares past make_room whose model is not registered yet
+        self._room_lock = anyio.Lock()
+        self._changed = anyio.Event()
+        self._config_keys: tuple[object, dict[str, tuple[Key, ...]]] = (None, {})
+
+    # ------------------------------------------------------------------ the reaper
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Unload idle models at their deadline; sleeps until the next one or a change."""
+        self.total_memory = await memory.total_memory()
+        task_status.started()
+        while True:
+            self._changed = anyio.Event()
+            now = time.monotonic()
+            for loaded in self._expired(now):
+                await self._unload_quietly(loaded, "idle")
+            wait = min((d for d in map(self.idle_deadline, self.services.models.all()) if d is not None), default=math.inf)
+            with anyio.move_on_after(max(0.0, wait - time.monotonic())):
+                await self._changed.wait()
+
+    def wake(self) -> None:
+        """Something changed (a request ended, a model came or went): recompute deadlines."""
+        self._changed.set()
+
+    def _expired(self, now: float) -> list[LoadedModel]:
+        expired = []
+        for loaded in self.services.models.all():
+            deadline = self.idle_deadline(loaded)
+            if deadline is not None and deadline <= now:
+                expired.append(loaded)
+        return expired
+
+    async def _unload_quietly(self, loaded: LoadedModel, cause: str) -> None:
+        try:
+            await self.unload(loaded, cause)
+        except LtcaiError as exc:  # e.g. an Ollama that stopped answering: the model is gone from us anyway
+            log.warning("unloading failed", model=loaded.resolution.resolved_model, cause=cause, error=exc.message)
+
+    # ----------------------------------------------------------- per-model settings
+
+    def _config_entries(self, loaded: LoadedModel) -> list[dict[str, Any]]:
+        """The ``[models."…"]`` tables that name this model (by id, alias or engine:id)."""
+        settings = self.services.settings
+        cached_for, by_key = self._config_keys
+        if cached_for is not settings:
+            by_key = {}
+            for name in settings.models:
+                try:
+                    resolution = resolve_with_settings(settings, self.services.plugins, name, None)
+                except LtcaiError:
+                    continue  # a key that names no model resolves nothing: it matches only literally
+                by_key[name] = ((resolution.engine, resolution.resolved_model),)
+            self._config_keys = (settings, by_key)
+        engine, model = loaded.key
+        own = {(engine, model), (engine, loaded.resolution.download_id)}
+        literal = {model, loaded.resolution.download_id, loaded.resolution.input_id, f"{engine}:{model}"}
+        return [
+            entry
+            for name, entry in settings.models.items()
+            if name in literal or own & set(by_key.get(name, ()))
+        ]
+
+    def keep_alive_of(self, loaded: LoadedModel) -> float:
+        if loaded.keep_alive is not None:
+            return loaded.keep_alive
+        for entry in self._config_entries(loaded):
+            if "keep_alive" in entry:
+                return float(entry["keep_alive"])
+        return self.services.settings.keep_alive
+
+    def pinned(self, loaded: LoadedModel) -> bool:
+        if loaded.key in self._pins:
+            return self._pins[loaded.key]
+        return any(entry.get("pin") for entry in self._config_entries(loaded))
+
+    def pin(self, loaded: LoadedModel, pinned: bool) -> None:
+        self._pins[loaded.key] = pinned
+        self.wake()
+
+    def in_flight(self, loaded: LoadedModel) -> int:
+        engine, model = loaded.key
+        count = self._in_flight.get((engine, model), 0)
+        if loaded.resolution.download_id != model:  # requests may still name it by its old id
+            count += self._in_flight.get((engine, loaded.resolution.download_id), 0)
+        return count
+
+    def idle_deadline(self, loaded: LoadedModel) -> float | None:
+        """When (monotonic) this model unloads if nothing uses it; None: not while as it is."""
+        keep_alive = self.keep_alive_of(loaded)
+        if not loaded.ready or keep_alive == KEEP_FOREVER or self.pinned(loaded) or self.in_flight(loaded):
+            return None
+        return loaded.last_used_monotonic + keep_alive
+
+    # -------------------------------------------------------------- the request side
+
+    def begin(self, engine: str, model: str, keep_alive: float | None = None) -> Use:
+        """A request for (engine, resolved model) arrived: it is in flight until ``Use.end``."""
+        return Use(self, (engine, model), keep_alive)
+
+    def touch(self, loaded: LoadedModel, *, keep_alive: float | None = None) -> None:
+        """``loaded`` was just used; ``keep_alive`` (seconds, KEEP_FOREVER) replaces its own."""
+        loaded.last_used = time.time()
+        loaded.last_used_monotonic = time.monotonic()
+        if keep_alive is not None:
+            loaded.keep_alive = keep_alive
+        self.wake()
+
+    def gate(self, loaded: LoadedModel) -> Gate:
+        if loaded.gate is None:
+            loaded.gate = Gate(loaded.served.slots, self.services.settings.max_queue)
+        return loaded.gate
+
+    # ------------------------------------------------------------------- unloading
+
+    def _detach(self, loaded: LoadedModel) -> bool:
+        """Take ``loaded`` out of the registry (no request finds it from now on)."""
+        models = self.services.models
+        if models.get(*loaded.key) is not loaded:
+            return False
+        models.remove(*loaded.key)
+        self.wake()
+        return True
+
+    async def _stop_engine(self, loaded: LoadedModel, cause: str) -> None:
+        engine = loaded.resolution.engine
+        with anyio.CancelScope(shield=True):  # a half-stopped engine would hold its memory
+            adapter = self.services.engine(engine)
+            await adapter.unload(self.services.engine_context(engine), loaded.served)
+        idle_s = round(time.time() - loaded.last_used, 1)
+        log.info("model unloaded", engine=engine, model=loaded.resolution.resolved_model, cause=cause, idle_s=idle_s)
+
+    async def unload(self, loaded: LoadedModel, cause: str) -> bool:
+        """Stop serving ``loaded`` (``cause``: idle, evicted, requested); False if it was gone."""
+        if not self._detach(loaded):
+            return False
+        await self._stop_engine(loaded, cause)
+        return True
+
+    # ------------------------------------------------------------------------ room
+
+    def _estimate_of(self, loaded: LoadedModel) -> int:
+        estimate = self._estimates.get(loaded.job_id)
+        return estimate.total if estimate is not None else 0
+
+    def estimate(self, loaded: LoadedModel) -> MemoryEstimate | None:
+        return self._estimates.get(loaded.job_id)
+
+    def _resident(self, excluding: Key | None = None) -> list[LoadedModel]:
+        """Registered models that hold memory of ours: ready, with an engine process."""
+        return [
+            m for m in self.services.models.all()
+            if m.ready and m.served.process is not None and m.key != excluding
+        ]  # fmt: skip
+
+    def _purge(self) -> None:
+        """Forget reservations of prepares that ended or registered, estimates of models gone."""
+        registered = {m.job_id for m in self.services.models.all()}
+        for job_id in [j for j, job in self._reserved.items() if job.done.is_set() or j in registered]:
+            del self._reserved[job_id]
+        for job_id in [j for j in self._estimates if j not in registered and j not in self._reserved]:
+            del self._estimates[job_id]
+
+    def _pending(self, job: Job) -> list[Job]:
+        """Other prepares that made room and have not registered their model yet."""
+        self._purge()
+        return [other for job_id, other in self._reserved.items() if job_id != job.id]
+
+    def budget_bytes(self) -> int | None:
+        """The budget in bytes; None for a share of a memory size nothing could tell."""
+        budget = self.services.settings.memory_budget
+        if budget.fixed_bytes is None and not self.total_memory:
+            return None
+        return budget.bytes_of(self.total_memory)
+
+    def used_bytes(self) -> int:
+        """Estimated memory of what is loaded and of the prepares starting an engine."""
+        self._purge()
+        models = sum(self._estimate_of(m) for m in self._resident())
+        return models + sum(self._estimates[j].total for j in self._reserved if j in self._estimates)
+
+    def _plan(self, job: Job, need: int) -> _Plan:
+        """Which idle models to evict, least recently used first, so ``need`` more bytes fit."""
+        assert job.resolution is not None
+        key = (job.resolution.engine, job.resolution.resolved_model)
+        settings = self.services.settings
+        resident = self._resident(excluding=key)
+        pending = self._pending(job)
+        count = len(resident) + len(pending)
+        used = sum(self._estimate_of(m) for m in resident) + sum(self._estimates[j.id].total for j in pending if j.id in self._estimates)
+        budget = self.budget_bytes()
+        limit = settings.max_loaded_models
+
+        def fits(count: int, used: int) -> bool:
+            return (not limit or count + 1 <= limit) and (budget is None or not need or used + need <= budget)
+
+        held = [m for m in resident if self.in_flight(m) or self.pinned(m)]
+        candidates = sorted((m for m in resident if m not in held), key=lambda m: m.last_used_monotonic)
+        victims: list[LoadedModel] = []
+        for candidate in candidates:
+            if fits(count, used):
+                break
+            victims.append(candidate)
+            count -= 1
+            used -= self._estimate_of(candidate)
+        if fits(count, used):
+            return _Plan(victims)
+        busy = sum(1 for m in held if self.in_flight(m))
+        pinned = len(held) - busy
+        held_text = f"{busy} busy" + (f", {pinned} pinned" if pinned else "") + (f", {len(pending)} starting" if pending else "")
+        unloading = f"after unloading {len(candidates)} idle model{'s' if len(candidates) != 1 else ''}"
+        if limit and count + 1 > limit:
+            return _Plan([], f"max_loaded_models is {limit} and no loaded model can be unloaded ({held_text})")
+        assert budget is not None
+        free = max(0, budget - used)
+        return _Plan(
+            [],
+            f"{job.resolution.input_id} needs {format_bytes(need)}; {format_bytes(free)} free of the"
+            f" {format_bytes(budget)} memory budget {unloading}; {held_text}",
+        )
+
+    async def make_room(self, job: Job, download: DownloadResult | None, options: dict[str, Any]) -> MemoryEstimate | None:
+        """Before ``job`` starts its engine: evict what must go, or fail ``not_enough_memory``.
+
+        Evictions and the reservation happen under one lock, so two prepares cannot both
+        count on the same free memory.
+        """
+        assert job.resolution is not None
+        estimate = await memory.estimate_need(job.resolution.engine, download, options)
+        need = estimate.total if estimate is not None else 0
+        async with self._room_lock:
+            plan = self._plan(job, need)
+            if plan.refusal is not None:
+                raise ServerStartError(
+                    plan.refusal,
+                    hint="unload a model (`ltcai unload MODEL`), wait for busy ones to finish, or raise"
+                    " memory_budget / max_loaded_models in the config",
+                    code="not_enough_memory",
+                )
+            detached = [victim for victim in plan.victims if self._detach(victim)]
+            if estimate is not None:
+                self._estimates[job.id] = estimate
+            self._reserved[job.id] = job
+            for victim in detached:
+                await self._stop_engine(victim, "evicted")
+        if detached:
+            log.info("evicted to make room", model=job.resolution.resolved_model, evicted=[v.resolution.resolved_model for v in detached])
+        return estimate
+
+    # ---------------------------------------------------------------------- views
+
+    def describe(self, loaded: LoadedModel, rss: int | None) -> dict[str, Any]:
+        """What ``ltcai ps`` shows of one model beyond its registry entry."""
+        estimate = self.estimate(loaded)
+        deadline = self.idle_deadline(loaded)
+        gate = loaded.gate
+        keep_alive = self.keep_alive_of(loaded)
+        return {
+            "memory": {"estimated": estimate.to_dict() if estimate else None, "rss": rss},
+            "slots": loaded.served.slots,
+            "busy": gate.running if gate else 0,
+            "queued": gate.queued if gate else 0,
+            "in_flight": self.in_flight(loaded),
+            "last_used": loaded.last_used,
+            "keep_alive_s": None if keep_alive == KEEP_FOREVER else keep_alive,
+            "unloads_at": None if deadline is None else time.time() + (deadline - time.monotonic()),
+            "pinned": self.pinned(loaded),
+        }
+
+    async def model_views(self, models: list[LoadedModel]) -> list[dict[str, Any]]:
+        """Each model's registry entry with its lifecycle: memory (estimated, RSS), slots, unload time."""
+        pids = [m.served.process.pid for m in models if m.served.process is not None]
+        rss = await memory.process_rss(pids) if pids else {}
+        views = []
+        for m in models:
+            pid = m.served.process.pid if m.served.process is not None else None
+            views.append({**m.to_dict(), **self.describe(m, rss.get(pid) if pid is not None else None)})
+        return views
+
+    def summary(self, models: Iterable[LoadedModel]) -> dict[str, Any]:
+        return {
+            "memory_budget": self.budget_bytes(),
+            "memory_budget_setting": self.services.settings.memory_budget.describe(),
+            "memory_used_estimated": self.used_bytes(),
+            "total_memory": self.total_memory or None,
+            "max_loaded_models": self.services.settings.max_loaded_models or None,
+            "loaded": sum(1 for _ in models),
+        }

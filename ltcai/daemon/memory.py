@@ -1,0 +1,151 @@
+"""Memory: what a model will need before its engine starts, what the machine has, what a process uses.
+
+The estimate is what decides evictions, so it is made from the model's own files before
+anything runs:
+
+- a GGUF (llama.cpp): the weights are the file (mapped and touched whole), plus the KV
+  cache the server allocates up front for its context, from the file's header — layers ×
+  KV heads × (K width + V width) × 2 bytes (f16 cache) per token, × ``n_ctx`` tokens;
+- other weights (an MLX or vLLM folder, a fake's byte count): their size on disk;
+- plus the engine's own overhead (``ENGINE_OVERHEAD_BYTES``): the server process and its
+  compute buffers. Measured for llama.cpp on this project's models: llama_cpp.server with
+  SmolLM2-135M at n_ctx 4096 holds ~330 MiB RSS, of which ~195 MiB are weights + KV.
+
+Models whose memory is another program's (Ollama, LM Studio, a remote API: no engine
+process of ltcai's) are not counted: there is nothing ltcai could evict to make room.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from .._lazy import import_off_loop
+from ..engines.base import DownloadResult
+
+__all__ = ["ENGINE_OVERHEAD_BYTES", "MemoryEstimate", "estimate_need", "process_rss", "total_memory"]
+
+_MiB = 1 << 20
+# The server process and its working buffers, besides weights and KV cache.
+ENGINE_OVERHEAD_BYTES: dict[str, int] = {"llamacpp": 160 * _MiB, "mlx": 400 * _MiB, "vllm": 1024 * _MiB}
+_DEFAULT_OVERHEAD_BYTES = 64 * _MiB
+# llama.cpp's context when [engines.llamacpp] n_ctx is not set (the engine's own default).
+_DEFAULT_N_CTX = 4096
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    weights: int
+    kv_cache: int
+    overhead: int
+    context_tokens: int | None = None  # what the KV cache was sized for
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.kv_cache + self.overhead
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "weights": self.weights,
+            "kv_cache": self.kv_cache,
+            "overhead": self.overhead,
+            "context_tokens": self.context_tokens,
+        }
+
+
+def _size_on_disk(path: Path) -> int | None:
+    """A file's size, or the sum of a folder's files (HF snapshots link to blobs: follow)."""
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    except OSError:
+        return None
+    return None
+
+
+def _context_tokens(options: dict[str, Any], trained: int | None) -> int:
+    n_ctx = options.get("n_ctx", _DEFAULT_N_CTX)
+    if not isinstance(n_ctx, int) or n_ctx <= 0:  # 0: the model's own context
+        return trained or _DEFAULT_N_CTX
+    return n_ctx
+
+
+async def estimate_need(engine: str, download: DownloadResult | None, options: dict[str, Any]) -> MemoryEstimate | None:
+    """What serving these weights on ``engine`` will take; None when nothing says (no weights)."""
+    if download is None:
+        return None
+    path = Path(download.path) if download.path else None
+    weights = await anyio.to_thread.run_sync(_size_on_disk, path) if path is not None else None
+    if weights is None:
+        weights = download.bytes
+    if weights is None:
+        return None
+    kv_cache, context = 0, None
+    if path is not None and path.suffix == ".gguf" and path.is_file():
+        gguf_metadata = await import_off_loop("ltcai.engines.gguf_metadata")
+        shape = await anyio.to_thread.run_sync(gguf_metadata.read_gguf_shape, path)
+        per_token = shape.kv_bytes_per_token()
+        if per_token:
+            context = _context_tokens(options, shape.context_length)
+            kv_cache = per_token * context
+    overhead = ENGINE_OVERHEAD_BYTES.get(engine, _DEFAULT_OVERHEAD_BYTES)
+    return MemoryEstimate(weights, kv_cache, overhead, context)
+
+
+def _meminfo_total() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _cgroup_limit() -> int | None:
+    """A container's memory limit (cgroup v2), when lower than the machine's."""
+    try:
+        raw = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return None
+    return int(raw) if raw.isdigit() else None
+
+
+def _total_memory() -> int:
+    total = _meminfo_total()
+    if total is None and hasattr(os, "sysconf"):  # macOS and other Unixes without /proc
+        try:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):
+            total = None
+    limit = _cgroup_limit() if sys.platform.startswith("linux") else None
+    candidates = [v for v in (total, limit) if v]
+    return min(candidates) if candidates else 0
+
+
+async def total_memory() -> int:
+    """The memory this machine (or its container) has, in bytes; 0 when nothing tells."""
+    return await anyio.to_thread.run_sync(_total_memory)
+
+
+def _rss(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+async def process_rss(pids: list[int]) -> dict[int, int | None]:
+    """Resident memory of each process (Linux /proc; None elsewhere or once it is gone)."""
+    return await anyio.to_thread.run_sync(lambda: {pid: _rss(pid) for pid in pids})
