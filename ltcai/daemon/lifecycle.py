@@ -33,7 +33,7 @@ from . import memory
 from .admission import Gate
 from .memory import MemoryEstimate
 from .models import LoadedModel
-from .resolving import resolve_with_settings
+from ..core import resolve_with_settings
 
 if TYPE_CHECKING:
     from .jobs import Job
