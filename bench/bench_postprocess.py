@@ -1,7 +1,9 @@
 """Micro-benchmark of streamed post-processing (SPEC.md §3), the chat hot path.
 
-Streams a realistic ~200-token answer in 1–6 character chunks through each family step
-list, plain and as gpt-oss harmony output, and reports the cost per chunk. No assertions:
+Streams a realistic ~200-token answer in 1–6 character chunks through the chat path's
+``AnswerStream`` (the marker catalogue, the profile's stops, reasoning routing, then each
+family step list), plain, as gpt-oss harmony output and with a ``<think>`` block first,
+and reports the cost per chunk; the steps alone (the 0.4.0 path) for comparison. No assertions:
 run it before and after touching ``ltcai/compat/`` post-processing (part of ``run_all.py``).
 
     .venv/bin/python bench/bench_postprocess.py
@@ -15,10 +17,15 @@ import time
 from collections.abc import Callable
 
 from _common import BenchEnv, Section, Target, log
+
 from ltcai.compat import (
+    AnswerStream,
     HarmonyStreamPostprocessor,
+    Profile,
     StreamPostprocessor,
     apply_postprocess,
+    build_profile,
+    clean_answer,
     postprocess_harmony,
 )
 
@@ -42,6 +49,14 @@ HARMONY = (
     "Answer 4, in Korean, maybe with a short explanation.<|end|>"
     "<|start|>assistant<|channel|>final<|message|>" + ANSWER + "<|return|>"
 )
+
+
+THINKING = "<think>\nThe user asks 2+2 in Korean; answer 4 with a short explanation.\n</think>\n\n" + ANSWER
+
+
+def profile_for(steps: tuple[str, ...], harmony: bool) -> Profile:
+    """A profile with this step list: gpt-oss's (harmony template) or a ChatML model's."""
+    return build_profile("openai/gpt-oss-20b" if harmony else "Qwen/Qwen2.5-7B-Instruct", user_overrides={"postprocess": list(steps)})
 
 
 def chunked(text: str, rng: random.Random) -> list[str]:
@@ -86,6 +101,17 @@ def stream_harmony(steps: tuple[str, ...]) -> Callable[[list[str]], object]:
     return run
 
 
+def stream_answer(profile: Profile) -> Callable[[list[str]], object]:
+    def run(chunks: list[str]) -> object:
+        stream = AnswerStream(profile)
+        feed = stream.feed
+        for chunk in chunks:
+            feed(chunk)
+        return stream.finish()
+
+    return run
+
+
 def run(env: BenchEnv) -> Section:
     section = Section(TITLE)
     rounds = 60 if env.quick else ROUNDS
@@ -93,30 +119,38 @@ def run(env: BenchEnv) -> Section:
     plain, harmony = chunked(ANSWER, rng), chunked(HARMONY, rng)
     log("postprocess: streamed post-processing per chunk")
     baseline = per_chunk_us(stream_plain(()), plain, rounds)[0]
+    thinking = chunked(THINKING, rng)
     rows, worst = [], 0.0
     for steps in STEP_LISTS:
-        for mode, runner, chunks, whole in (
-            ("plain", stream_plain(steps), plain, lambda: apply_postprocess(ANSWER, steps)),
-            ("harmony", stream_harmony(steps), harmony, lambda: postprocess_harmony(HARMONY, steps)),
-        ):
+        cases = (
+            ("steps only (0.4.0)", "plain", stream_plain(steps), plain, lambda: apply_postprocess(ANSWER, steps)),
+            ("steps only (0.4.0)", "harmony", stream_harmony(steps), harmony, lambda: postprocess_harmony(HARMONY, steps)),
+        )
+        for mode, text, chunks in (("plain", ANSWER, plain), ("harmony", HARMONY, harmony), ("<think> first", THINKING, thinking)):
+            profile = profile_for(steps, harmony=mode == "harmony")
+            cases += (("catalogue + stops + steps", mode, stream_answer(profile), chunks, lambda p=profile, t=text: clean_answer(t, p)),)
+        for path, mode, runner, chunks, whole in cases:
             median, best = per_chunk_us(runner, chunks, rounds)
             start = time.perf_counter_ns()
             for _ in range(rounds):
                 whole()
             whole_us = (time.perf_counter_ns() - start) / rounds / 1000
-            worst = max(worst, median)
-            rows.append(f"| {' + '.join(steps)} | {mode} | {median:.2f} | {best:.2f} | {whole_us:.1f} |")
+            if path.startswith("catalogue"):
+                worst = max(worst, median)
+            rows.append(f"| {' + '.join(steps)} | {path} | {mode} | {median:.2f} | {best:.2f} | {whole_us:.1f} |")
     section.add(
         f"A ~200-token answer ({len(ANSWER)} characters) streamed in {len(plain)} chunks of 1–6 characters "
-        f"(harmony: {len(HARMONY)} characters, {len(harmony)} chunks) through each family's step list; "
+        f"(harmony: {len(HARMONY)} characters, {len(harmony)} chunks; with a <think> block: {len(THINKING)} "
+        f"characters, {len(thinking)} chunks) through each family's step list: the chat path's AnswerStream "
+        f"(marker catalogue, the profile's stops, reasoning routing, then the steps) and the steps alone; "
         f"median of {rounds} runs, each with a fresh processor. "
         f"The direct path has no post-processing: the floor is the bare call loop ({baseline:.2f} µs/chunk).",
         "",
-        "| steps | output | median µs/chunk | best µs/chunk | whole answer at once, µs |",
-        "|---|---|---|---|---|",
+        "| steps | path | output | median µs/chunk | best µs/chunk | whole answer at once, µs |",
+        "|---|---|---|---|---|---|",
         *rows,
     )
-    section.targets.append(Target("post-processing cost per streamed chunk (worst step list, median)", worst, 5, "µs"))
+    section.targets.append(Target("post-processing cost per streamed chunk (chat path, worst case, median)", worst, 5, "µs"))
     return section
 
 

@@ -7,6 +7,7 @@
 - resolution: one identity for a model id across every step, with validation (§5).
 """
 
+from ._answers import AnswerDelta, AnswerParts, AnswerStream, clean_answer
 from ._families import FAMILY_DEFAULTS, UNKNOWN_FAMILY, detect_family, family_defaults
 from ._generation import generation_params
 from ._harmony import (
@@ -17,7 +18,7 @@ from ._harmony import (
     split_harmony,
 )
 from ._huggingface import HFRef, parse_hf_reference
-from ._markers import BAD_MARKERS, HARMONY_MARKERS, USER_TURN_MARKERS
+from ._markers import BAD_MARKERS, HARMONY_MARKERS, MARKER_CATALOGUE, USER_TURN_MARKERS, TemplateMarkers
 from ._metadata import ModelMetadata, metadata_from_hf_configs
 from ._model_ids import validate_model_id
 from ._overrides import select_user_overrides
@@ -49,6 +50,12 @@ from ._steps import (
 from ._streaming import StreamPostprocessor
 
 __all__ = [
+    "MARKER_CATALOGUE",
+    "AnswerDelta",
+    "AnswerParts",
+    "AnswerStream",
+    "TemplateMarkers",
+    "clean_answer",
     "BAD_MARKERS",
     "BUILTIN_ALIASES",
     "FAMILY_DEFAULTS",

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import structlog
 
 from ._marker_match import HARMONY_SET, HARMONY_SPLIT_RE, prefix_start, remove_all
-from ._stages import MarkerRemover
+from ._stages import MarkerRemover, StreamStage
 from ._steps import apply_postprocess
 from ._streaming import StreamPostprocessor, stages_for
 
@@ -215,15 +215,17 @@ class HarmonyStreamPostprocessor:
         registry: Mapping[str, Callable[[str], str]] | None = None,
         *,
         log: Any = None,
+        before_steps: Sequence[tuple[str, StreamStage]] = (),
     ) -> None:
         logger = _log if log is None else log
         self._split = _HarmonySplitter()
         # The answer goes through the same pipeline as plain text, between the two channel
-        # marker removals of postprocess_harmony.
+        # marker removals of postprocess_harmony; ``before_steps`` (the turn cleaner) first.
         self._content = StreamPostprocessor((), log=logger)
         self._content._set_stages(
             [
                 ("split_harmony", MarkerRemover(HARMONY_SET)),
+                *before_steps,
                 *stages_for(steps, registry, logger),
                 ("postprocess_harmony", MarkerRemover(HARMONY_SET)),
             ]

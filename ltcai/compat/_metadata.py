@@ -33,6 +33,8 @@ class ModelMetadata:
     architecture: str | None = None
     name: str | None = None
     extra_stop_tokens: tuple[str, ...] = ()
+    # The vocabulary's other special (control) tokens: never text for a user to read.
+    special_tokens: tuple[str, ...] = ()
     context_length: int | None = None
     source: str = "unknown"  # "gguf", "hf_config", …
 
@@ -43,15 +45,21 @@ class ModelMetadata:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["extra_stop_tokens"] = list(self.extra_stop_tokens)
+        for name in _TUPLE_FIELDS:
+            data[name] = list(data[name])
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelMetadata:
+        """Read :meth:`to_dict` output back; a field an older writer did not know is empty."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
-        values["extra_stop_tokens"] = tuple(values.get("extra_stop_tokens") or ())
+        for name in _TUPLE_FIELDS:
+            values[name] = tuple(values.get(name) or ())
         return cls(**values)
+
+
+_TUPLE_FIELDS = ("extra_stop_tokens", "special_tokens")
 
 
 def _token_text(value: Any) -> str | None:
@@ -69,6 +77,15 @@ def _token_ids(value: Any) -> list[int]:
     if isinstance(value, list | tuple):
         return [v for v in value if isinstance(v, int) and not isinstance(v, bool)]
     return []
+
+
+def _special_added_tokens(tokenizer_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The added tokens HF marks ``"special": true`` (control tokens, not words)."""
+    decoder = tokenizer_config.get("added_tokens_decoder")
+    if not isinstance(decoder, Mapping):
+        return ()
+    found = (_token_text(e) for e in decoder.values() if isinstance(e, Mapping) and e.get("special") is True)
+    return merge_stops(t for t in found if t)
 
 
 def _added_tokens(tokenizer_config: Mapping[str, Any]) -> dict[int, str]:
@@ -146,6 +163,7 @@ def metadata_from_hf_configs(
         architecture=architecture if isinstance(architecture, str) else None,
         name=name if isinstance(name, str) and name else None,
         extra_stop_tokens=tuple(t for t in merge_stops(declared_eos) if t != eos),
+        special_tokens=_special_added_tokens(tok),
         context_length=_context_length(cfg, tok),
         source="hf_config",
     )

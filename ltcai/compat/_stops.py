@@ -1,4 +1,9 @@
-"""Stop sequences: the one rule for merging stop lists (profile layers, request stops)."""
+"""Stop sequences: the one rule for merging stop lists (profile layers, request stops).
+
+How many an engine is sent is the engine's rule (``RequestRules.max_stop``); ltcai
+enforces every stop itself on the output (``_turns``, through ``clean_answer`` /
+``AnswerStream`` given the request's full stop list).
+"""
 
 from __future__ import annotations
 

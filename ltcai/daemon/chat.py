@@ -19,19 +19,17 @@ import structlog
 from ..compat import (
     BAD_MARKERS,
     SMOKE_PROMPT,
+    AnswerStream,
     Profile,
-    HarmonyStreamPostprocessor,
     SmokeVerdict,
-    StreamPostprocessor,
-    apply_postprocess,
     classify_answer,
+    clean_answer,
     learn_from_smoke,
-    postprocess_harmony,
 )
 from ..engines import openai_client
 from ..engines.base import ChatChunk, ChatRequest, ServedModel
 from ..errors import ChatError, Conflict
-from .engine_request import StopCutter, cut_at_stops, engine_params
+from .engine_request import engine_params
 from .models import LoadedModel
 from .services import Services
 from .validation import ChatCall
@@ -39,6 +37,7 @@ from .validation import ChatCall
 __all__ = [
     "ChatAnswer",
     "SmokeOutcome",
+    "all_stops",
     "chat_once",
     "chat_stream",
     "completion_stream",
@@ -72,10 +71,6 @@ class SmokeOutcome:
     profile: Profile
 
 
-def _is_harmony(profile: Profile) -> bool:
-    return profile.template == "gpt_oss"
-
-
 def _leaked_marker(raw: str) -> str | None:
     for marker in BAD_MARKERS:
         if marker in raw:
@@ -106,12 +101,13 @@ def shape_messages(profile: Profile, messages: list[dict[str, Any]]) -> list[dic
     return rest
 
 
-def postprocess_text(services: Services, profile: Profile, raw: str) -> tuple[str, str | None]:
-    registry = services.plugins.postprocessors()
-    if _is_harmony(profile):
-        parts = postprocess_harmony(raw, profile.postprocess, registry=registry)
-        return parts.answer, parts.reasoning
-    return apply_postprocess(raw, profile.postprocess, registry=registry), None
+def postprocess_text(
+    services: Services, profile: Profile, raw: str, stops: list[str] | None = None
+) -> tuple[str, str | None]:
+    """The answer and its reasoning (harmony analysis, ``<think>`` blocks), cut at every stop
+    in ``stops`` (all of a request's, sent to the engine or not; default the profile's)."""
+    parts = clean_answer(raw, profile, stops=stops, registry=services.plugins.postprocessors())
+    return parts.answer, parts.reasoning
 
 
 async def list_served_models(http: httpx.AsyncClient, served: ServedModel) -> list[str]:
@@ -173,10 +169,16 @@ async def _learn_stop(services: Services, loaded: LoadedModel, marker: str) -> N
 def _request(
     services: Services, loaded: LoadedModel, call: ChatCall, overrides: dict[str, Any]
 ) -> tuple[ChatRequest, list[str]]:
-    """The engine's request and the stops it was not sent (ltcai cuts the output there)."""
+    """The engine's request and every stop ltcai cuts the output at: those the engine was
+    sent (it may ignore them) and those it could not take."""
     rules = services.engine(loaded.served.engine).request_rules
     params, held_stops = engine_params(rules, loaded.profile, overrides, call.fields)
-    return ChatRequest(shape_messages(loaded.profile, call.messages), params), held_stops
+    return ChatRequest(shape_messages(loaded.profile, call.messages), params), all_stops(params, held_stops)
+
+
+def all_stops(params: dict[str, Any], held_stops: list[str]) -> list[str]:
+    """Every stop ltcai enforces on the output: the ones sent to the engine and the held ones."""
+    return [*params.get("stop", ()), *held_stops]
 
 
 def _message_of(answer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -186,7 +188,7 @@ def _message_of(answer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
 
 async def chat_once(services: Services, loaded: LoadedModel | None, call: ChatCall) -> ChatAnswer:
     loaded = _require_ready(loaded, call.model)
-    request, held_stops = _request(services, loaded, call, call.overrides)
+    request, stops = _request(services, loaded, call, call.overrides)
     answer = await openai_client.chat_completion(services.chat_http, loaded.served, request)
     choice, message = _message_of(answer)
     raw = message.get("content") or ""
@@ -199,12 +201,13 @@ async def chat_once(services: Services, loaded: LoadedModel | None, call: ChatCa
         marker = _leaked_marker(raw)
         if marker:
             stricter["stop"] = [*params.get("stop", []), marker]
+            stops = [*stops, marker]
             await _learn_stop(services, loaded, marker)
         answer = await openai_client.chat_completion(services.chat_http, loaded.served, ChatRequest(request.messages, stricter))
         choice, message = _message_of(answer)
         raw = message.get("content") or ""
         recovered = True
-    content, reasoning = postprocess_text(services, loaded.profile, cut_at_stops(raw, held_stops))
+    content, reasoning = postprocess_text(services, loaded.profile, raw, stops)
     return ChatAnswer(
         content,
         message.get("reasoning_content") or reasoning,
@@ -228,17 +231,12 @@ class _Streamed:
 
 
 async def _processed(
-    services: Services, profile: Profile, chunks: AsyncIterator[ChatChunk], held_stops: list[str], seen: _Streamed
+    services: Services, profile: Profile, chunks: AsyncIterator[ChatChunk], stops: list[str], seen: _Streamed
 ) -> AsyncIterator[dict[str, Any]]:
-    """The engine's chunks as deltas: content post-processed (held back only as long as a
-    marker split across chunks could still need), the rest passed through in order."""
-    registry = services.plugins.postprocessors()
-    processor: StreamPostprocessor | HarmonyStreamPostprocessor = (
-        HarmonyStreamPostprocessor(profile.postprocess, registry)
-        if _is_harmony(profile)
-        else StreamPostprocessor(profile.postprocess, registry)
-    )
-    stop_cut = StopCutter(held_stops)
+    """The engine's chunks as deltas: content post-processed and cut at ``stops`` (held back
+    only as long as a marker or a stop split across chunks could still need; reasoning
+    blocks become reasoning deltas), the rest passed through in order."""
+    processor = AnswerStream(profile, stops=stops, registry=services.plugins.postprocessors())
     async for chunk in chunks:
         seen.usage = chunk.usage or seen.usage
         seen.finish_reason = chunk.finish_reason or seen.finish_reason
@@ -248,7 +246,7 @@ async def _processed(
         if chunk.reasoning:
             seen.sent = True
             yield {"reasoning": chunk.reasoning}
-        for delta in _deltas(processor.feed(stop_cut.feed(chunk.content))):
+        for delta in _deltas(processor.feed(chunk.content)):
             seen.sent = True
             yield delta
         if chunk.tool_calls:
@@ -256,7 +254,7 @@ async def _processed(
             yield {"tool_calls": chunk.tool_calls}
         if chunk.logprobs:
             yield {"logprobs": chunk.logprobs}
-    for delta in _deltas(processor.feed(stop_cut.finish())) + _deltas(processor.finish()):
+    for delta in _deltas(processor.finish()):
         seen.sent = True
         yield delta
 
@@ -270,10 +268,10 @@ async def chat_stream(services: Services, loaded: LoadedModel | None, call: Chat
     Recovery happens only when nothing was sent (a tool call counts as sent).
     """
     loaded = _require_ready(loaded, call.model)
-    request, held_stops = _request(services, loaded, call, call.overrides)
+    request, stops = _request(services, loaded, call, call.overrides)
     engine = openai_client.stream_chat_completion(services.chat_http, loaded.served, request, include_usage=call.include_usage)
     seen = _Streamed()
-    async for delta in _processed(services, loaded.profile, engine, held_stops, seen):
+    async for delta in _processed(services, loaded.profile, engine, stops, seen):
         yield delta
     if not seen.sent and not classify_answer("".join(seen.raw), check_expected_result=False).usable:
         retry = replace(call, overrides=dict(call.overrides, temperature=_RECOVERY_TEMPERATURE))
@@ -295,12 +293,12 @@ async def completion_stream(
 ) -> AsyncIterator[dict[str, Any]]:
     """A legacy completion streamed: the same deltas as :func:`chat_stream` (no recovery:
     a raw prompt has no turn a retry could fix)."""
-    request, held_stops = _request(services, loaded, call, call.overrides)
+    request, stops = _request(services, loaded, call, call.overrides)
     engine = openai_client.stream_text_completion(
         services.chat_http, loaded.served, request, prompt, include_usage=call.include_usage
     )
     seen = _Streamed()
-    async for delta in _processed(services, loaded.profile, engine, held_stops, seen):
+    async for delta in _processed(services, loaded.profile, engine, stops, seen):
         yield delta
     yield {"finish_reason": seen.finish_reason or "stop"}
     if call.include_usage:
@@ -314,7 +312,7 @@ def _counted_usage(engine_chunks: int) -> dict[str, Any]:
 
 
 def _deltas(output: Any) -> list[dict[str, str]]:
-    """Normalise a StreamPostprocessor result (text, or content+reasoning) to deltas."""
+    """Normalise an AnswerStream delta (content and reasoning) to deltas."""
     if isinstance(output, str):
         return [{"content": output}] if output else []
     deltas = []

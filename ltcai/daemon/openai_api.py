@@ -26,7 +26,7 @@ from ..errors import Conflict, LtcaiError
 from . import chat
 from .body import read_json_object
 from .embeddings import counted_usage, encode_base64
-from .engine_request import cut_at_stops, engine_params
+from .engine_request import engine_params
 from .in_flight import ending_use, enter_while_connected, take_keep_alive
 from .model_catalog import usable_models
 from .models import LoadedModel
@@ -234,7 +234,8 @@ def openai_routes(services: Services) -> list[Route]:
             answer = await openai_client.text_completion(services.chat_http, loaded.served, ChatRequest([], params), prompt)
         finally:
             use.end()
-        text, _reasoning = chat.postprocess_text(services, loaded.profile, cut_at_stops(answer["text"], held_stops))
+        stops = chat.all_stops(params, held_stops)
+        text, _reasoning = chat.postprocess_text(services, loaded.profile, answer["text"], stops)
         return JSONResponse(
             {
                 "id": completion_id,

@@ -22,6 +22,9 @@ PUBLIC = {
     "LAYERS", "ModelMetadata", "Profile", "ProfileCache", "build_profile", "learn_from_smoke",
     "metadata_from_hf_configs", "profile_key", "rebuild_profile", "resolve_family",
     "select_user_overrides", "generation_params",
+    # clean answers: the chat path's entry points and the marker catalogue
+    "AnswerDelta", "AnswerParts", "AnswerStream", "clean_answer", "MARKER_CATALOGUE",
+    "TemplateMarkers",
     # post-processing: markers, steps, streaming, harmony
     "BAD_MARKERS", "HARMONY_MARKERS", "USER_TURN_MARKERS", "POSTPROCESSORS", "apply_postprocess",
     "strip_role_tokens", "trim_after_user_marker", "StreamPostprocessor", "HarmonyDelta",

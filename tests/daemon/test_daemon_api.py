@@ -160,3 +160,32 @@ def test_logs_show_each_engine_process_output(daemon, tag):
     assert mine["tail"][0] == f"fake-openai-server pid={pid} model={model}"
     assert os.path.exists(mine["log_path"])
     assert daemon.client.get("/logs?engine=nosuch").json() == {"engines": []}
+
+
+def test_chat_reasoning_goes_to_its_own_field_whole_and_streamed(daemon, tag):
+    """A ``<think>`` block is the model's reasoning (issue 14): never in ``content``, passed on
+    as ``reasoning``, streamed as it comes."""
+    from ltcai_fake_engine import THINKING_ANSWER
+
+    assert THINKING_ANSWER.startswith("<think>Two and two make four.</think>")
+    model = f"fake-think-{tag}"
+    daemon.prepare(model)
+    body = _chat(daemon, model).json()
+    assert (body["content"], body["reasoning"]) == ("2 + 2 = 4.", "Two and two make four.")
+
+    deltas = list(daemon.events("POST", "/chat", {"model": model, "engine": "fake", "prompt": "2+2?", "stream": True}))
+    assert "".join(d.get("content", "") for d in deltas) == "2 + 2 = 4."
+    assert "".join(d.get("reasoning", "") for d in deltas) == "Two and two make four."
+    first_content = next(i for i, d in enumerate(deltas) if "content" in d)
+    assert all("reasoning" not in d for d in deltas[first_content:])  # the thinking came first, as it streamed
+
+
+def test_ltcai_enforces_the_stops_an_engine_ignored(daemon, tag):
+    """The ``think`` fake ignores stop sequences; a request's stop still cuts the answer,
+    whole and streamed (issue 14: ltcai enforces every stop itself)."""
+    model = f"fake-think-stops-{tag}"
+    daemon.prepare(model)
+    assert _chat(daemon, model, stop=[" = "]).json()["content"] == "2 + 2"
+    body = {"model": model, "engine": "fake", "prompt": "2+2?", "stream": True, "stop": ["+"]}
+    deltas = list(daemon.events("POST", "/chat", body))
+    assert "".join(d.get("content", "") for d in deltas) == "2"

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from ltcai.compat import build_profile
-from ltcai.daemon.engine_request import StopCutter, cut_at_stops, engine_params
+from ltcai.compat import AnswerStream, build_profile, clean_answer
+from ltcai.daemon.chat import all_stops
+from ltcai.daemon.engine_request import engine_params
 from ltcai.daemon.validation import (
     EMBED_FIELDS,
     ENGINE_FIELDS,
@@ -168,13 +169,16 @@ def test_a_local_model_gets_the_profile_and_the_request_on_top():
 
 @pytest.mark.parametrize("split", [1, 2, 3, 5, 100])
 def test_held_stops_are_cut_whole_and_streamed_alike(split):
-    text, stops = "The answer is 4. END of it. STOP", ["END", "STOP"]
-    assert cut_at_stops(text, stops) == "The answer is 4. "
-    cutter = StopCutter(stops)
-    streamed = "".join(cutter.feed(text[i : i + split]) for i in range(0, len(text), split)) + cutter.finish()
-    assert streamed == "The answer is 4. "
-    passthrough = StopCutter([])
-    assert passthrough.feed("abc") == "abc" and passthrough.finish() == ""
+    """The stops an engine could not take are enforced on the output with the ones it was
+    sent (it may ignore those too): the chat path's AnswerStream / clean_answer."""
+    text, profile = "The answer is 4. END of it. STOP", build_profile("some-hosted-model")
+    params, held = engine_params(RequestRules(max_stop=1), profile, {"stop": ["STOP", "END"]}, {})
+    stops = all_stops(params, held)
+    assert params["stop"] == [*profile.stop, "STOP", "END"][:1] and set(stops) >= {"STOP", "END"}
+    assert clean_answer(text, profile, stops=stops).answer == "The answer is 4."
+    stream = AnswerStream(profile, stops=stops)
+    pieces = [stream.feed(text[i : i + split]).content for i in range(0, len(text), split)]
+    assert "".join(pieces) + stream.finish().content == "The answer is 4."
 
 
 @pytest.mark.parametrize(

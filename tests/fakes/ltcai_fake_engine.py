@@ -16,6 +16,7 @@ ids unique: ``fake-slow-download-a3``). Behaviours:
     degraded            the server answers without the expected result (smoke: degraded)
     failed-smoke        the server answers nothing (smoke: failed, empty response)
     leak                the server ignores stops and leaks ``<|im_end|>`` (smoke: failed)
+    think               the server ignores stops and answers with a ``<think>`` block first
     crash-chat          the server process exits on the first chat after the smoke test
     slow-stream         streamed chats send a chunk every 0.1 s
     stall-stream        streamed chats send one chunk, then nothing ever again
@@ -64,6 +65,8 @@ from ltcai.plugins import hookimpl
 __all__ = ["FAIL_CODE", "PHASES", "PHASE_STATE", "Behaviour", "FakeEngine"]
 
 SERVER_SCRIPT = Path(__file__).with_name("fake_openai_server.py")
+# What a reasoning model answers (``think``): its thinking first, then the answer.
+THINKING_ANSWER = "<think>Two and two make four.</think>\n\n2 + 2 = 4."
 
 PHASE_STATE: dict[str, str] = {
     "check": "engine_check",
@@ -116,7 +119,7 @@ class Behaviour:
                 flags.add(pair)
                 i += 2
                 continue
-            if word in ("degraded", "leak", "helper"):
+            if word in ("degraded", "leak", "think", "helper"):
                 flags.add(word)
             i += 1
         if "failed-smoke" in flags:
@@ -247,6 +250,8 @@ def _server_argv(model: str, behaviour: Behaviour) -> list[str]:
         argv += ["--answer", "The answer is five."]
     elif "leak" in behaviour.flags:
         argv += ["--answer", "2 + 2 = 4.<|im_end|>", "--ignore-stop"]
+    elif "think" in behaviour.flags:
+        argv += ["--answer", THINKING_ANSWER, "--ignore-stop"]
     if "crash-chat" in behaviour.flags:
         argv += ["--crash-on-chat"]
     if "slow-stream" in behaviour.flags:
