@@ -17,16 +17,13 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import json
 import os
 import re
 import shutil
 import socket
 import subprocess
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +34,8 @@ import httpx
 import numpy as np
 import pytest
 import pytest_asyncio
+from _loopback import RunningServer, serve_in_thread
+from fake_hf_hub import INFO_PATH, RESOLVE_PATH, HubHandler, git_blob_id, sibling
 
 from ltcai.engines import hf_download, resumable
 from ltcai.engines.base import EngineContext
@@ -105,15 +104,15 @@ class FakeHub:
         for data in files.values():  # hashed once: the handlers look them up per request
             sha = hashlib.sha256(data).hexdigest()
             self.blobs[sha] = data
-            self.oids[sha] = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # git's blob id
+            self.oids[sha] = git_blob_id(data)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._hub.server_address[1]}"
+        return self._hub.url
 
     @property
     def cdn(self) -> str:
-        return f"http://127.0.0.1:{self._cdn.server_address[1]}"
+        return self._cdn.url
 
     def blob(self, sha: str) -> bytes | None:
         data = self.blobs.get(sha)
@@ -121,74 +120,52 @@ class FakeHub:
 
     def sibling(self, name: str, data: bytes) -> dict[str, Any]:
         sha = next(s for s, d in self.blobs.items() if d is data)
-        return {"rfilename": name, "size": len(data), "blobId": self.oids[sha],
-                "lfs": {"sha256": sha, "size": len(data), "pointerSize": 134}}
+        return sibling(name, data, sha256=sha, blob_id=self.oids[sha])
 
     def body_gets(self) -> list[Seen]:
         return [s for s in self.seen if s.server == "cdn" and s.method == "GET"]
 
     def start(self) -> None:
-        self._hub = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, "hub"))
-        self._cdn = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self, "cdn"))
-        for server in (self._hub, self._cdn):
-            server.daemon_threads = True
-            threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self._hub: RunningServer = serve_in_thread(_handler(self, "hub"), poll_interval=0.02, name="fake-hub")
+        self._cdn: RunningServer = serve_in_thread(_handler(self, "cdn"), poll_interval=0.02, name="fake-cdn")
 
     def stop(self) -> None:
-        for server in (self._hub, self._cdn):
-            server.shutdown()
-            server.server_close()
+        self._hub.stop()
+        self._cdn.stop()
 
 
-def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            # Headers and body go out in separate writes: without this, Nagle's algorithm
-            # and delayed ACKs add ~40 ms to every small response.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self._route()
-
-        def do_GET(self) -> None:
-            self._route()
-
-        def _route(self) -> None:
+def _handler(hub: FakeHub, role: str) -> type[HubHandler]:
+    class Handler(HubHandler):
+        def route(self) -> None:
             hub.seen.append(Seen(role, self.command, self.path, self.headers.get("Range"),
                                  "authorization" in {k.lower() for k in self.headers}))
             if role == "cdn":
                 return self._blob()
-            if m := re.fullmatch(r"/api/models/([^/]+/[^/?]+)(?:/revision/[^/?]+)?(?:\?.*)?", self.path):
+            if m := INFO_PATH.fullmatch(self.path):
                 return self._info(m[1])
-            if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", self.path):
+            if m := RESOLVE_PATH.fullmatch(self.path):
                 return self._resolve(m[1], m[3])
-            self._send(404, b"not found")
+            self.send_bytes(404, b"not found")
 
         def _info(self, repo: str) -> None:
             files = hub.repos.get(repo)
             if files is None:
-                return self._send(404, b'{"error":"Repository not found"}', {"X-Error-Code": "RepoNotFound"})
+                return self.send_bytes(404, b'{"error":"Repository not found"}', {"X-Error-Code": "RepoNotFound"})
             body = {
                 "id": repo, "modelId": repo, "sha": COMMIT, "private": False, "tags": ["gguf"],
                 "siblings": [hub.sibling(n, d) for n, d in files.items()],
             }
-            self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+            self.send_json(200, body)
 
         def _resolve(self, repo: str, name: str) -> None:
             files = hub.repos.get(repo)
             if files is None:
-                return self._send(404, b"", {"X-Error-Code": "RepoNotFound"})
+                return self.send_bytes(404, b"", {"X-Error-Code": "RepoNotFound"})
             data = files.get(name)
             if data is None:
-                return self._send(404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT})
+                return self.send_bytes(404, b"", {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": COMMIT})
             sha = hub.sibling(name, data)["lfs"]["sha256"]
-            self._send(302, b"", {
+            self.send_bytes(302, b"", {
                 "Location": f"{hub.cdn}/blobs/{sha}",
                 "X-Repo-Commit": COMMIT,
                 "ETag": f'"{sha}"',
@@ -199,13 +176,13 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
         def _blob(self) -> None:
             data = hub.blob(self.path.rsplit("/", 1)[-1])
             if data is None:
-                return self._send(404, b"")
+                return self.send_bytes(404, b"")
             start = 0
             asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
             if asked and not hub.ignore_range:
                 start = int(asked[1])
                 if start >= len(data):
-                    return self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
+                    return self.send_bytes(416, b"", {"Content-Range": f"bytes */{len(data)}"})
             headers = {"Content-Length": str(len(data) - start), "Accept-Ranges": "bytes",
                        "ETag": f'"{self.path.rsplit("/", 1)[-1]}"'}
             if start:
@@ -223,19 +200,9 @@ def _handler(hub: FakeHub, role: str) -> type[BaseHTTPRequestHandler]:
             drop, hub.drop_after = hub.drop_after, None
             if drop is not None:
                 self.wfile.write(body[:drop])
-                self.close_connection = True
-                self.connection.shutdown(socket.SHUT_RDWR)
+                self.drop_connection()
                 return
             self.wfile.write(body)
-
-        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
 
     return Handler
 

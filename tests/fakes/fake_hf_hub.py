@@ -14,20 +14,51 @@ bytes (the connection stays open, sending nothing, until ``release()``) — the 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMIT", "Body", "SlowHub", "hf_model_path"]
+from _loopback import Handler, RunningServer, serve_in_thread
+
+__all__ = ["COMMIT", "INFO_PATH", "RESOLVE_PATH", "Body", "HubHandler", "SlowHub", "git_blob_id", "hf_model_path", "sibling"]
 
 COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
 _BLOCK = 64 * 1024
+
+# The hub's routes that huggingface_hub and ltcai's downloads use.
+INFO_PATH = re.compile(r"/api/models/([^/]+/[^/?]+)(?:/revision/[^/?]+)?(?:\?.*)?")  # → repo
+RESOLVE_PATH = re.compile(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)")  # → repo, revision, file
+
+
+def git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def sibling(name: str, data: bytes, sha256: str | None = None, blob_id: str | None = None) -> dict[str, Any]:
+    """A file of a repo as ``/api/models/<repo>`` lists it: an LFS file, with its hashes."""
+    sha256 = sha256 or hashlib.sha256(data).hexdigest()
+    blob_id = blob_id or git_blob_id(data)
+    return {"rfilename": name, "size": len(data), "blobId": blob_id,
+            "lfs": {"sha256": sha256, "size": len(data), "pointerSize": 134}}
+
+
+class HubHandler(Handler):
+    """What a hub origin shares: HTTP/1.1 keep-alive, HEAD answered like GET, no Nagle delay."""
+
+    protocol_version = "HTTP/1.1"
+    no_delay = True
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self.route()
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.route()
+
+    def route(self) -> None:
+        raise NotImplementedError
 
 
 @dataclass
@@ -45,15 +76,15 @@ class SlowHub:
     before_body: Callable[[], None] | None = None
     bodies: list[Body] = field(default_factory=list)
     _released: threading.Event = field(default_factory=threading.Event)
-    _server: ThreadingHTTPServer | None = None
+    _running: RunningServer | None = None
 
     def add(self, repo: str, files: dict[str, bytes]) -> None:
         self.repos[repo] = files
 
     @property
     def endpoint(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        assert self._running is not None
+        return self._running.url
 
     def env(self, root: Path) -> dict[str, str]:
         """A daemon's environment pointing its downloads here, away from the user's HF cache."""
@@ -74,63 +105,40 @@ class SlowHub:
         self._released.set()
 
     def start(self) -> SlowHub:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self._running = serve_in_thread(_handler(self), poll_interval=0.02, name="fake-hf-hub")
         return self
 
     def stop(self) -> None:
         self.release()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        if self._running is not None:
+            self._running.stop()
 
 
-def _handler(hub: SlowHub) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def do_HEAD(self) -> None:
-            self._route()
-
-        def do_GET(self) -> None:
-            self._route()
-
-        def _route(self) -> None:
-            if m := re.fullmatch(r"/api/models/([^/]+/[^/?]+)(?:/revision/[^/?]+)?(?:\?.*)?", self.path):
+def _handler(hub: SlowHub) -> type[HubHandler]:
+    class SlowHubHandler(HubHandler):
+        def route(self) -> None:
+            if m := INFO_PATH.fullmatch(self.path):
                 return self._info(m[1])
-            if m := re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", self.path):
+            if m := RESOLVE_PATH.fullmatch(self.path):
                 return self._file(m[1], m[3])
-            self._send(404, b"{}")
+            self.send_bytes(404, b"{}")
 
         def _info(self, repo: str) -> None:
             files = hub.repos.get(repo)
             if files is None:
-                return self._send(404, b'{"error":"Repository not found"}', {"X-Error-Code": "RepoNotFound"})
-            siblings: list[dict[str, Any]] = []
-            for name, data in files.items():
-                sha = hashlib.sha256(data).hexdigest()
-                oid = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-                siblings.append({"rfilename": name, "size": len(data), "blobId": oid,
-                                 "lfs": {"sha256": sha, "size": len(data), "pointerSize": 134}})
+                return self.send_bytes(404, b'{"error":"Repository not found"}', {"X-Error-Code": "RepoNotFound"})
+            siblings = [sibling(name, data) for name, data in files.items()]
             body = {"id": repo, "modelId": repo, "sha": COMMIT, "private": False, "siblings": siblings}
-            self._send(200, json.dumps(body).encode(), {"Content-Type": "application/json"})
+            self.send_json(200, body)
 
         def _file(self, repo: str, name: str) -> None:
             data = hub.repos.get(repo, {}).get(name)
             if data is None:
-                return self._send(404, b"", {"X-Error-Code": "EntryNotFound"})
+                return self.send_bytes(404, b"", {"X-Error-Code": "EntryNotFound"})
             asked = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
             start = int(asked[1]) if asked else 0
             if start >= len(data) and start:
-                return self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
+                return self.send_bytes(416, b"", {"Content-Range": f"bytes */{len(data)}"})
             self.send_response(206 if start else 200)
             self.send_header("Content-Length", str(len(data) - start))
             self.send_header("Accept-Ranges", "bytes")
@@ -159,16 +167,7 @@ def _handler(hub: SlowHub) -> type[BaseHTTPRequestHandler]:
             except OSError:
                 return  # the client went away (a killed daemon)
 
-        def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            for key, value in (headers or {}).items():
-                self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-
-    return Handler
+    return SlowHubHandler
 
 
 def hf_model_path(data_dir: Path, repo: str, name: str) -> Path:

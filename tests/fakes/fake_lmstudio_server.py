@@ -23,9 +23,10 @@ import json
 import re
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from _loopback import Handler, Server, serve_until_interrupted
 
 SMOKE_PROMPT = "한국어로 한 문장만 답해. 2+2는?"
 SMOKE_ANSWER = "2 + 2 = 4입니다."
@@ -36,27 +37,18 @@ def read_state(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     state_path: Path
     server_version = "fake-lmstudio/0.3"
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        return None
-
-    def _json(self, status: int, body: Any) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    json_content_type = "application/json; charset=utf-8"
+    json_ascii = False
 
     def do_GET(self) -> None:  # noqa: N802
         state = read_state(self.state_path)
         loaded = state.get("loaded", [])
         if self.path == "/v1/models":
             data = [{"id": i["identifier"], "object": "model", "owned_by": "organization_owner"} for i in loaded]
-            self._json(200, {"object": "list", "data": data})
+            self.send_json(200, {"object": "list", "data": data})
         elif self.path == "/api/v0/models":
             loaded_keys = {i["modelKey"] for i in loaded}
             data = [
@@ -73,27 +65,26 @@ class _Handler(BaseHTTPRequestHandler):
                 }
                 for m in state.get("downloaded", [])
             ]
-            self._json(200, {"object": "list", "data": data})
+            self.send_json(200, {"object": "list", "data": data})
         else:
-            self._json(404, {"error": f"Unexpected endpoint or method. (GET {self.path})"})
+            self.send_json(404, {"error": f"Unexpected endpoint or method. (GET {self.path})"})
 
     def do_POST(self) -> None:  # noqa: N802
-        length = int(self.headers.get("Content-Length") or 0)
-        body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+        body = self.read_json()
         if self.path != "/v1/chat/completions":
-            self._json(404, {"error": f"Unexpected endpoint or method. (POST {self.path})"})
+            self.send_json(404, {"error": f"Unexpected endpoint or method. (POST {self.path})"})
             return
         state = read_state(self.state_path)
         model = str(body.get("model") or "")
         if model not in {i["identifier"] for i in state.get("loaded", [])}:
-            self._json(404, {"error": {"message": f'Model "{model}" not found. Please load it first.', "type": "invalid_request_error", "code": "model_not_found"}})
+            self.send_json(404, {"error": {"message": f'Model "{model}" not found. Please load it first.', "type": "invalid_request_error", "code": "model_not_found"}})
             return
         messages = body.get("messages") or []
         last = str(messages[-1].get("content") or "") if messages else ""
         answer = SMOKE_ANSWER if SMOKE_PROMPT in last else state.get("answer", DEFAULT_ANSWER)
         ident, created = f"chatcmpl-{time.monotonic_ns() % 10**6}", int(time.time())
         if not body.get("stream"):
-            self._json(
+            self.send_json(
                 200,
                 {
                     "id": ident,
@@ -106,10 +97,7 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()
+        self.start_events({"Cache-Control": "no-cache"})
         pieces = re.findall(r"\S+\s*", answer)
         for i, piece in enumerate(pieces):
             last_piece = i == len(pieces) - 1
@@ -121,10 +109,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "system_fingerprint": model,
                 "choices": [{"index": 0, "delta": {"role": "assistant", "content": piece}, "logprobs": None, "finish_reason": "stop" if last_piece else None}],
             }
-            self.wfile.write(f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode())
-            self.wfile.flush()
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+            self.send_event(event)
+        self.send_done()
 
 
 def main(argv: list[str]) -> int:
@@ -133,13 +119,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--state", type=Path, required=True)
     options = parser.parse_args(argv)
     handler = type("Handler", (_Handler,), {"state_path": options.state})
-    server = ThreadingHTTPServer(("127.0.0.1", options.port), handler)
-    server.daemon_threads = True
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return serve_until_interrupted(Server(("127.0.0.1", options.port), handler))
 
 
 if __name__ == "__main__":

@@ -33,13 +33,12 @@ import hashlib
 import json
 import os
 import re
-import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from _loopback import Handler, RunningServer, serve_in_thread
 
 VERSION = "0.12.3"
 SMOKE_PROMPT = "한국어로 한 문장만 답해. 2+2는?"
@@ -73,8 +72,7 @@ class FakeOllama:
     requests: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 0
-    _server: ThreadingHTTPServer | None = None
-    _thread: threading.Thread | None = None
+    _running: RunningServer | None = None
 
     @property
     def url(self) -> str:
@@ -90,20 +88,14 @@ class FakeOllama:
 
     def start(self) -> FakeOllama:
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-ollama", daemon=True)
-        self._thread.start()
+        self._running = serve_in_thread(handler, self.host, self.port, name="fake-ollama")
+        self.port = self._running.port
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            assert self._thread is not None
-            self._thread.join(5)
-            self._server = None
+        if self._running is not None:
+            self._running.stop()
+            self._running = None
 
     def __enter__(self) -> FakeOllama:
         return self.start()
@@ -112,53 +104,19 @@ class FakeOllama:
         self.stop()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     fake: FakeOllama
     server_version = "fake-ollama/" + VERSION
     protocol_version = "HTTP/1.1"  # chunked streams, as Ollama's Go server sends them
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        return None
-
-    # -- plumbing --
+    json_content_type = "application/json; charset=utf-8"
+    json_ascii = False
 
     def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        data = json.loads(self.rfile.read(length) or b"{}") if length else {}
+        data = self.read_json()
         return data if isinstance(data, dict) else {}
 
-    def _json(self, status: int, body: Any) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _start_chunked(self, content_type: str) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
-
-    def _end_chunked(self) -> None:
-        self.wfile.write(b"0\r\n\r\n")
-        self.wfile.flush()
-
     def _ndjson(self, event: dict[str, Any]) -> None:
-        self._chunk(json.dumps(event).encode() + b"\n")
-
-    def _drop(self) -> None:
-        """Close the connection mid-body: the client sees an incomplete chunked stream."""
-        self.close_connection = True
-        try:
-            self.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        self.send_chunk(json.dumps(event).encode() + b"\n")
 
     # -- routes --
 
@@ -166,18 +124,18 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         fake.requests.append(("GET", self.path, {}))
         if self.path == "/api/version":
-            self._json(200, {"version": VERSION})
+            self.send_json(200, {"version": VERSION})
         elif self.path == "/api/ps":
-            self._json(200, {"models": [self._model_entry(name, running=True) for name in sorted(fake.running)]})
+            self.send_json(200, {"models": [self._model_entry(name, running=True) for name in sorted(fake.running)]})
         elif self.path == "/api/tags":
-            self._json(200, {"models": [self._model_entry(name) for name in sorted(fake.store)]})
+            self.send_json(200, {"models": [self._model_entry(name) for name in sorted(fake.store)]})
         elif self.path == "/v1/models":
             data = [{"id": name, "object": "model", "created": 1700000000, "owned_by": "library"} for name in sorted(fake.store)]
-            self._json(200, {"object": "list", "data": data})
+            self.send_json(200, {"object": "list", "data": data})
         elif self.path == "/":
-            self._text(200, "Ollama is running")
+            self.send_text(200, "Ollama is running")
         else:
-            self._text(404, "404 page not found")
+            self.send_text(404, "404 page not found")
 
     def do_POST(self) -> None:  # noqa: N802
         body = self._body()
@@ -189,17 +147,9 @@ class _Handler(BaseHTTPRequestHandler):
             "/v1/chat/completions": self._chat,
         }.get(self.path)
         if route is None:
-            self._text(404, "404 page not found")
+            self.send_text(404, "404 page not found")
         else:
             route(body)
-
-    def _text(self, status: int, text: str) -> None:
-        data = text.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _model_entry(self, name: str, *, running: bool = False) -> dict[str, Any]:
         size = sum(self.fake.library.get(name, [0]))
@@ -219,9 +169,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _show(self, body: dict[str, Any]) -> None:
         name = full_name(str(body.get("model") or body.get("name") or ""))
         if name not in self.fake.store:
-            self._json(404, {"error": f"model '{name}' not found"})
+            self.send_json(404, {"error": f"model '{name}' not found"})
             return
-        self._json(
+        self.send_json(
             200,
             {
                 "modelfile": f"FROM {name}\n",
@@ -237,15 +187,15 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.fake
         given = str(body.get("model") or body.get("name") or "")
         if not _NAME_RE.match(given):
-            self._json(400, {"error": "invalid model name"})
+            self.send_json(400, {"error": "invalid model name"})
             return
         name = full_name(given)
-        self._start_chunked("application/x-ndjson")
+        self.start_chunked("application/x-ndjson")
         self._ndjson({"status": "pulling manifest"})
         layers = fake.library.get(name)
         if layers is None or fake.pull_failure == "not-found":
             self._ndjson({"error": "pull model manifest: file does not exist"})
-            self._end_chunked()
+            self.end_chunked()
             return
         digests = [_digest(name, i) for i in range(len(layers))]
         # Ollama announces every layer first, then reports them as they download.
@@ -260,22 +210,22 @@ class _Handler(BaseHTTPRequestHandler):
                     self._ndjson(
                         {"error": f"max retries exceeded: read tcp 127.0.0.1:5000->104.21.75.227:443: read: connection reset by peer ({digest[7:19]})"}
                     )
-                    self._end_chunked()
+                    self.end_chunked()
                     return
                 if halfway and fake.pull_failure == "drop":
-                    self._drop()
+                    self.drop_connection()
                     return
                 self._ndjson({"status": f"pulling {digest[7:19]}", "digest": digest, "total": size, "completed": completed})
         for status in ("verifying sha256 digest", "writing manifest", "success"):
             self._ndjson({"status": status})
         fake.store.add(name)
-        self._end_chunked()
+        self.end_chunked()
 
     def _generate(self, body: dict[str, Any]) -> None:
         fake = self.fake
         name = full_name(str(body.get("model") or ""))
         if name not in fake.store:
-            self._json(404, {"error": f"model '{name}' not found"})
+            self.send_json(404, {"error": f"model '{name}' not found"})
             return
         keep_alive = body.get("keep_alive", "5m")
         if keep_alive in (0, "0", "0s"):
@@ -286,16 +236,16 @@ class _Handler(BaseHTTPRequestHandler):
             reason = "load"
         else:
             fake.running[name] = keep_alive
-            self._json(200, {"model": name, "created_at": _now(), "response": fake.answer, "done": True, "done_reason": "stop"})
+            self.send_json(200, {"model": name, "created_at": _now(), "response": fake.answer, "done": True, "done_reason": "stop"})
             return
-        self._json(200, {"model": name, "created_at": _now(), "response": "", "done": True, "done_reason": reason})
+        self.send_json(200, {"model": name, "created_at": _now(), "response": "", "done": True, "done_reason": reason})
 
     def _chat(self, body: dict[str, Any]) -> None:
         fake = self.fake
         given = str(body.get("model") or "")
         name = full_name(given)
         if name not in fake.store:
-            self._json(
+            self.send_json(
                 404,
                 {"error": {"message": f'model "{given}" not found, try pulling it first', "type": "api_error", "param": None, "code": None}},
             )
@@ -306,7 +256,7 @@ class _Handler(BaseHTTPRequestHandler):
         answer = SMOKE_ANSWER if SMOKE_PROMPT in last else fake.answer
         ident, created = f"chatcmpl-{time.monotonic_ns() % 1000}", int(time.time())
         if not body.get("stream"):
-            self._json(
+            self.send_json(
                 200,
                 {
                     "id": ident,
@@ -319,7 +269,7 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        self._start_chunked("text/event-stream")
+        self.start_chunked("text/event-stream")
         pieces = re.findall(r"\S+\s*", answer)
         for i, piece in enumerate(pieces + [""]):
             last_chunk = i == len(pieces)
@@ -337,9 +287,9 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 ],
             }
-            self._chunk(f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode())
-        self._chunk(b"data: [DONE]\n\n")
-        self._end_chunked()
+            self.send_event(event)
+        self.send_done()
+        self.end_chunked()
 
 
 def _now() -> str:

@@ -33,8 +33,9 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from _loopback import Handler, Server, serve_until_interrupted
 
 _FOREVER = threading.Event()  # never set: a handler that must hang waits on it
 
@@ -77,51 +78,39 @@ def _chunks(text: str) -> list[str]:
     return [p for p in pieces if p]
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     server_version = "fake-openai-server/1"
     options: argparse.Namespace
     chats = 0
     requests: list[dict[str, Any]] = []  # the last POSTs, for GET /debug/requests
     lock = threading.Lock()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        return None
-
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/health":
-            self._json(200, {"ok": True})
+            self.send_json(200, {"ok": True})
         elif self.path == "/debug/requests":
-            self._json(200, {"requests": self.requests})
+            self.send_json(200, {"requests": self.requests})
         elif self.path == "/v1/models":
             if self.options.models == "hang":
                 _FOREVER.wait()
             if self.options.models == "fail":
-                self._json(500, {"error": {"message": "fake server told to fail /v1/models"}})
+                self.send_json(500, {"error": {"message": "fake server told to fail /v1/models"}})
                 return
-            self._json(200, {"object": "list", "data": [{"id": self.options.model, "object": "model"}]})
+            self.send_json(200, {"object": "list", "data": [{"id": self.options.model, "object": "model"}]})
         else:
-            self._json(404, {"error": {"message": f"no route {self.path}"}})
+            self.send_json(404, {"error": {"message": f"no route {self.path}"}})
 
     def do_POST(self) -> None:  # noqa: N802
         routes = {"/v1/chat/completions": self._chat, "/v1/completions": self._completion, "/v1/embeddings": self._embed}
         if self.path not in routes:
-            self._json(404, {"error": {"message": f"no route {self.path}"}})
+            self.send_json(404, {"error": {"message": f"no route {self.path}"}})
             return
-        length = int(self.headers.get("content-length") or 0)
-        request = json.loads(self.rfile.read(length) or b"{}")
+        request = self.read_json()
         with self.lock:
             type(self).requests = [*type(self).requests[-19:], {"path": self.path, "body": request}]
         refusal = _openai_limits(self.path, request) if self.options.openai_limits else None
         if refusal:
-            self._json(400, {"error": {"message": refusal, "type": "invalid_request_error", "param": None, "code": None}})
+            self.send_json(400, {"error": {"message": refusal, "type": "invalid_request_error", "param": None, "code": None}})
             return
         routes[self.path](request)
 
@@ -151,7 +140,7 @@ class _Handler(BaseHTTPRequestHandler):
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": "tool_calls" if call else "stop"}
         if request.get("logprobs"):
             choice["logprobs"] = {"content": [_logprob(piece) for piece in _chunks(text)]}
-        self._json(
+        self.send_json(
             200,
             {
                 "id": "chatcmpl-fake",
@@ -166,9 +155,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _stream(
         self, text: str, smoke: bool, request: dict[str, Any], call: dict[str, Any] | None, usage: dict[str, int]
     ) -> None:
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.end_headers()
+        self.start_events()
 
         def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> None:
             chunk = {
@@ -178,8 +165,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "model": self.options.model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}],
             }
-            self.wfile.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
-            self.wfile.flush()
+            self.send_event(chunk)
 
         event({"role": "assistant"})
         for i, piece in enumerate(_chunks(text)):
@@ -197,33 +183,28 @@ class _Handler(BaseHTTPRequestHandler):
                 event({"tool_calls": [{"index": 0, "function": {"arguments": arguments[at : at + 7]}}]})
         event({}, "tool_calls" if call else "stop")
         if (request.get("stream_options") or {}).get("include_usage"):
-            self.wfile.write(b"data: " + json.dumps({"id": "chatcmpl-fake", "object": "chat.completion.chunk",
-                                                     "choices": [], "usage": usage}).encode() + b"\n\n")
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+            self.send_event({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "choices": [], "usage": usage})
+        self.send_done()
 
     def _completion(self, request: dict[str, Any]) -> None:
         text = self.options.answer if self.options.ignore_stop else _cut_at_stop(self.options.answer, request.get("stop"))
         if not request.get("stream"):
-            self._json(200, {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
+            self.send_json(200, {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
                              "model": self.options.model,
                              "choices": [{"index": 0, "text": text, "finish_reason": "stop", "logprobs": None}],
                              "usage": {"prompt_tokens": 1, "completion_tokens": len(text.split()),
                                        "total_tokens": 1 + len(text.split())}})
             return
-        self.send_response(200)
-        self.send_header("content-type", "text/event-stream")
-        self.end_headers()
+        self.start_events()
         for piece in [*_chunks(text), None]:
             choice = {"index": 0, "text": piece or "", "finish_reason": None if piece else "stop", "logprobs": None}
             event = {"id": "cmpl-fake", "object": "text_completion", "model": self.options.model, "choices": [choice]}
-            self.wfile.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+            self.send_event(event)
+        self.send_done()
 
     def _embed(self, request: dict[str, Any]) -> None:
         if self.options.no_embed:  # what llama-server answers when started without --embeddings
-            self._json(501, {"error": {"code": 501, "message": "This server does not support embeddings. Start it with `--embeddings`", "type": "not_supported_error"}})
+            self.send_json(501, {"error": {"code": 501, "message": "This server does not support embeddings. Start it with `--embeddings`", "type": "not_supported_error"}})
             return
         inputs = request.get("input")
         inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
@@ -235,7 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
                 vector = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
             data.append({"object": "embedding", "index": i, "embedding": vector})
         tokens = sum(len(str(t).split()) for t in inputs)
-        self._json(200, {"object": "list", "data": data, "model": self.options.model,
+        self.send_json(200, {"object": "list", "data": data, "model": self.options.model,
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
 
@@ -320,16 +301,6 @@ def _vector(text: str, size: int) -> list[float]:
     return [round((digest[i % len(digest)] - 128) / 128, 6) for i in range(size)]
 
 
-class _QuietServer(ThreadingHTTPServer):
-    def handle_error(self, request: object, client_address: object) -> None:
-        # A client hanging up mid-stream (the daemon cancelling a chat whose own client
-        # left) is normal; say so in one line instead of a traceback.
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            print(f"client {client_address} went away", flush=True)
-            return
-        super().handle_error(request, client_address)
-
-
 def main(argv: list[str] | None = None) -> int:
     options = _parse(argv)
     print(f"fake-openai-server pid={os.getpid()} model={options.model}", flush=True)
@@ -340,14 +311,9 @@ def main(argv: list[str] | None = None) -> int:
         helper = subprocess.Popen(["sleep", "3600"])  # same process group as ours
         print(f"HELPER {helper.pid}", flush=True)
     handler = type("Handler", (_Handler,), {"options": options})
-    server = _QuietServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = Server(("127.0.0.1", 0), handler)
     print(f"LISTENING {server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever(poll_interval=0.05)
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return serve_until_interrupted(server, poll_interval=0.05)
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ import json
 import os
 import sys
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from _loopback import Handler, Server, serve_until_interrupted
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -44,21 +45,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return options
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(Handler):
     server_version = "fake-vllm/1"
     options: argparse.Namespace
     answer: str
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        return None
-
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def _authorized(self) -> bool:
         key = self.options.api_key
@@ -68,17 +58,15 @@ class _Handler(BaseHTTPRequestHandler):
         body: dict[str, Any] = {"error": "Unauthorized"}
         if os.environ.get("FAKE_VLLM_ECHO_KEY"):
             body = {"error": {"message": f"Incorrect API key provided: {given.removeprefix('Bearer ')}"}}
-        self._json(401, body)
+        self.send_json(401, body)
         return False
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/health":
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.send_bytes(200, b"")
             return
         if self.path != "/v1/models":
-            self._json(404, {"detail": "Not Found"})
+            self.send_json(404, {"detail": "Not Found"})
             return
         if not self._authorized():
             return
@@ -95,18 +83,18 @@ class _Handler(BaseHTTPRequestHandler):
             }
             for name in self.options.served_model_name
         ]
-        self._json(200, {"object": "list", "data": data})
+        self.send_json(200, {"object": "list", "data": data})
 
     def do_POST(self) -> None:  # noqa: N802
         if self.path != "/v1/chat/completions":
-            self._json(404, {"detail": "Not Found"})
+            self.send_json(404, {"detail": "Not Found"})
             return
         if not self._authorized():
             return
-        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        request = self.read_json()
         model = request.get("model")
         if model not in self.options.served_model_name:
-            self._json(
+            self.send_json(
                 404,
                 {
                     "object": "error",
@@ -119,7 +107,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         created, ident = int(time.time()), f"chatcmpl-{time.monotonic_ns()}"
         if not request.get("stream"):
-            self._json(
+            self.send_json(
                 200,
                 {
                     "id": ident,
@@ -133,10 +121,7 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             )
             return
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.end_headers()
+        self.start_events({"Cache-Control": "no-cache"})
         words = self.answer.split(" ")
         pieces = [w if i == 0 else " " + w for i, w in enumerate(words)]
         deltas = [{"role": "assistant", "content": ""}] + [{"content": p} for p in pieces]
@@ -149,10 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
                 "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": "stop" if last else None}],
             }
-            self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-            self.wfile.flush()
-        self.wfile.write(b"data: [DONE]\n\n")
-        self.wfile.flush()
+            self.send_event(event)
+        self.send_done()
 
 
 def main(argv: list[str]) -> int:
@@ -170,13 +153,9 @@ def main(argv: list[str]) -> int:
     time.sleep(float(os.environ.get("FAKE_VLLM_LOAD_S", "0")))
     _Handler.options = options
     _Handler.answer = os.environ.get("FAKE_VLLM_ANSWER", "2 + 2 = 4.")
-    server = ThreadingHTTPServer((options.host, options.port), _Handler)
+    server = Server((options.host, options.port), _Handler)
     print(f"INFO Starting vLLM API server on http://{options.host}:{options.port}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return serve_until_interrupted(server)
 
 
 if __name__ == "__main__":
