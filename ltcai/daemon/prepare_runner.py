@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -160,9 +159,9 @@ async def _downloading(work: _Work) -> Event:
     result = await adapter.download(work.ctx, resolution)
     work.download = result
     metadata = None
-    if result is not None and result.path and Path(result.path).suffix == ".gguf":
-        gguf_metadata = await import_off_loop("ltcai.engines.gguf_metadata")
-        metadata = await anyio.to_thread.run_sync(gguf_metadata.read_gguf_metadata, result.path)
+    if result is not None and result.path:  # a GGUF's header or an HF folder's config files
+        model_metadata = await import_off_loop("ltcai.engines.model_metadata")
+        metadata = await anyio.to_thread.run_sync(model_metadata.read_model_metadata, result.path)
     work.profile = work.services.profiles.build(resolution.resolved_model, resolution.engine, metadata)
     work.ctx.profile = work.profile
     if result is None:

@@ -50,6 +50,13 @@ def test_prepare_smollm2_on_mlx_reaches_a_usable_state_with_a_real_answer(mlx_da
     folder = Path(download["path"])
     assert folder.parent == mlx_daemon.root / "data" / "models" / "mlx"
     assert (folder / "model.safetensors").is_file() and (folder / "ltcai_import.json").is_file()
+    # Profile layer 2 is what the imported folder's tokenizer_config.json says.
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    key = next(p["key"] for p in mlx_daemon.client().get("/profiles")["profiles"] if p["engine"] == "mlx")
+    explained = {row["field"]: row for row in mlx_daemon.client().get(f"/profiles/{key}")["explain"]}
+    assert explained["chat_template"]["layer"] == "model"
+    assert explained["chat_template"]["value"] == tokenizer_config["chat_template"]
+    assert tokenizer_config["eos_token"] in explained["stop"]["value"]  # ChatML's own: the family layer has it too
     smoke = report["smoke_test"]
     assert smoke["answer"].strip()
     # The report's verdict is the classifier's on the real answer from mlx_lm.server.
