@@ -93,6 +93,7 @@ def no_daemon(daemon_root: Path) -> dict[str, str]:
     [
         (("--help",), 0),
         (("--version",), 0),
+        (("token",), 0),
         (("inspect", "smollm2"), 0),
         (("inspect", "smollm2", "--json"), 0),
         (("inspect", "some-org/some-model", "--engine", "vllm"), 0),
@@ -135,6 +136,8 @@ def test_commands_against_a_daemon_import_no_daemon_code(daemon: Any, tag: str) 
     job_id = next(j["job_id"] for j in jobs if j["model"] == model)
     assert_clean(env, "jobs", job_id)
     assert_clean(env, "ps")
+    assert_clean(env, "pin", model, "--engine", "fake")
+    assert_clean(env, "unpin", model, "--engine", "fake")
     profiles = json.loads(assert_clean(env, "profiles", "--json").stdout)
     key = next(p["key"] for p in profiles if p["model_id"] == model)
     assert_clean(env, "profiles", key)
@@ -144,3 +147,10 @@ def test_commands_against_a_daemon_import_no_daemon_code(daemon: Any, tag: str) 
     assert_clean(env, "logs", "--engine", "fake")
     assert_clean(env, "unload", model, "--engine", "fake")
     daemon.remember_engines()
+
+
+def test_stop_imports_no_daemon_code(start_daemon: Any) -> None:
+    """``ltcai stop`` on a private daemon (the session's one must keep running)."""
+    daemon = start_daemon()
+    assert_clean(daemon.env, "stop")
+    assert daemon.process.wait(timeout=30) == 0
