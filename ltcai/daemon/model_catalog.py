@@ -76,7 +76,7 @@ async def usable_models(services: Services) -> list[CatalogEntry]:
     entries: dict[str, CatalogEntry] = {}
     for m in services.models.all():
         entries.setdefault(m.resolution.input_id, CatalogEntry(
-            id=m.resolution.input_id, engine=m.resolution.engine, source="loaded", loaded=True, status=m.status,
+            id=m.resolution.input_id, engine=m.resolution.engine, source="loaded", loaded=True, status=m.status.label,
             path=m.served.artifact_path, modified=m.loaded_at,
             capabilities=capabilities(rules(m.resolution.engine), vision=m.profile.vision),
             extra={"resolved_model": m.resolution.resolved_model},

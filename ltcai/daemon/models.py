@@ -20,6 +20,7 @@ import structlog
 from ..compat import Profile, Resolution
 from ..engines.base import ServedModel
 from .admission import Gate
+from .readiness import Readiness
 
 __all__ = ["CRASH_WINDOW_S", "LoadedModel", "ModelRegistry"]
 
@@ -37,7 +38,7 @@ class LoadedModel:
     resolution: Resolution
     served: ServedModel
     profile: Profile
-    status: str  # "ready", "degraded", "stopped"
+    status: Readiness  # the prepare machine's decision (READY/DEGRADED), later STOPPED
     job_id: str
     loaded_at: float = field(default_factory=time.time)
     # The lifecycle's (daemon/lifecycle.py): last use (wall clock for people, monotonic
@@ -53,7 +54,7 @@ class LoadedModel:
 
     @property
     def ready(self) -> bool:
-        return self.status in ("ready", "degraded")
+        return self.status.chat_ready
 
     def to_dict(self) -> dict[str, Any]:
         process = self.served.process
@@ -62,7 +63,7 @@ class LoadedModel:
             "model": self.resolution.resolved_model,
             "input_id": self.resolution.input_id,
             "current": self.resolution.expected_current,
-            "status": self.status,
+            "status": self.status.label,
             "base_url": self.served.base_url,
             "pid": process.pid if process else None,
             "job_id": self.job_id,
@@ -112,8 +113,8 @@ class ModelRegistry:
     async def _watch(self, loaded: LoadedModel) -> None:
         assert loaded.served.process is not None
         await loaded.served.process.exited.wait()
-        if self._models.get(loaded.key) is loaded and loaded.status != "stopped":
-            loaded.status = "stopped"
+        if self._models.get(loaded.key) is loaded and loaded.status is not Readiness.STOPPED:
+            loaded.status = Readiness.STOPPED
             if not loaded.served.process.stopping:  # nobody asked it to stop: a crash
                 self._crashes.setdefault(loaded.key, []).append(time.monotonic())
             log.warning(

@@ -1,4 +1,9 @@
-"""The prepare job as a state machine with no I/O: everything that affects it lives here.
+"""The prepare job as a state machine with no I/O.
+
+Its states and the one table of allowed transitions live in ``prepare_states``; the
+events it takes and the actions it returns in ``prepare_events`` (re-exported here, the
+machine's public surface); this module holds the machine that applies them, and the
+snapshot/restore that persists it.
 
 Pure so the rules (which state follows which, what a failure records, what counts as
 chat-ready) can be tested exhaustively and deterministically, leaving the async runner
@@ -30,23 +35,36 @@ bug. Every other event after the end raises ``IllegalTransition``.
 from __future__ import annotations
 
 import copy
-import itertools
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import Enum
-from types import MappingProxyType
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from ltcai.daemon.report import (
-    PrepareReport,
-    ReportStatus,
-    SmokeStatus,
-    SmokeTest,
-    StageLog,
-    StructuredError,
+from ltcai.errors import IllegalTransition
+
+from .prepare_events import (
+    REPORT_EXTRAS,
+    Action,
+    Cancel,
+    Event,
+    Finish,
+    Interrupted,
+    RunStep,
+    SmokeDone,
+    StepDone,
+    StepFailed,
+    Transition,
+    concerned_state,
+    describe,
+    intended_target,
 )
-from ltcai.errors import IllegalTransition, LtcaiError
+from .prepare_states import (
+    STEPS,
+    TRANSITIONS,
+    PrepareState,
+    check_transition,
+    parse_history,
+)
+from .report import PrepareReport, SmokeTest, StageLog, StructuredError
 
 __all__ = [
     "SNAPSHOT_VERSION",
@@ -68,272 +86,15 @@ __all__ = [
     "restore",
 ]
 
-
-class PrepareState(Enum):
-    RESOLVING = "resolving"  # turning the requested id into one identity (SPEC §5)
-    ENGINE_CHECK = "engine_check"  # is the engine installed and reachable?
-    ENGINE_INSTALL = "engine_install"  # installing the engine, or skipped: already there
-    DOWNLOADING = "downloading"  # fetching weights, or skipped: cached / remote engine
-    SERVER_STARTING = "server_starting"  # spawning the engine server until it is bound
-    MODEL_SERVING = "model_serving"  # the server answers and offers this model
-    MODEL_LOADING = "model_loading"  # the model is loaded and warmed up
-    SMOKE_TEST = "smoke_test"  # one real chat, its answer classified (SPEC §4)
-    READY = "ready"  # smoke test ok: chat-ready; terminal
-    DEGRADED = "degraded"  # smoke test degraded: chat-ready with known flaws; terminal
-    FAILED = "failed"  # a step or the smoke test failed; terminal
-    CANCELLED = "cancelled"  # the user cancelled; terminal
-    INTERRUPTED = "interrupted"  # the daemon stopped while the job ran (set on restore); terminal
-
-    @property
-    def is_terminal(self) -> bool:
-        return not TRANSITIONS[self]
-
-    @property
-    def ready_to_chat(self) -> bool:
-        # Download success is not chat-ready: only a smoke test that passed, or passed with flaws.
-        return self in _CHAT_READY
-
-
 _S = PrepareState
-_ABORTS: Final = frozenset({_S.FAILED, _S.CANCELLED, _S.INTERRUPTED})
-
-TRANSITIONS: Final[Mapping[PrepareState, frozenset[PrepareState]]] = MappingProxyType(
-    {
-        _S.RESOLVING: frozenset({_S.ENGINE_CHECK}) | _ABORTS,
-        _S.ENGINE_CHECK: frozenset({_S.ENGINE_INSTALL}) | _ABORTS,
-        _S.ENGINE_INSTALL: frozenset({_S.DOWNLOADING}) | _ABORTS,
-        _S.DOWNLOADING: frozenset({_S.SERVER_STARTING}) | _ABORTS,
-        _S.SERVER_STARTING: frozenset({_S.MODEL_SERVING}) | _ABORTS,
-        _S.MODEL_SERVING: frozenset({_S.MODEL_LOADING}) | _ABORTS,
-        _S.MODEL_LOADING: frozenset({_S.SMOKE_TEST}) | _ABORTS,
-        _S.SMOKE_TEST: frozenset({_S.READY, _S.DEGRADED}) | _ABORTS,  # FAILED is among the aborts
-        _S.READY: frozenset(),
-        _S.DEGRADED: frozenset(),
-        _S.FAILED: frozenset(),
-        _S.CANCELLED: frozenset(),
-        _S.INTERRUPTED: frozenset(),
-    }
-)
-
-_CHAT_READY: Final = frozenset({_S.READY, _S.DEGRADED})
-_STATUS: Final[Mapping[PrepareState, ReportStatus]] = MappingProxyType(
-    {
-        _S.READY: "ok",
-        _S.DEGRADED: "degraded",
-        _S.FAILED: "failed",
-        _S.CANCELLED: "cancelled",
-        _S.INTERRUPTED: "interrupted",
-    }
-)
-_SMOKE_OUTCOME: Final[Mapping[str, PrepareState]] = MappingProxyType(
-    {"ok": _S.READY, "degraded": _S.DEGRADED, "failed": _S.FAILED}
-)
-
-
-def _next_step(state: PrepareState) -> PrepareState | None:
-    # Read off the table so the order of the chain is written down exactly once.
-    onward = TRANSITIONS[state] - _ABORTS
-    return next(iter(onward)) if len(onward) == 1 else None
-
-
-def _chain() -> tuple[PrepareState, ...]:
-    steps = [_S.RESOLVING]
-    while (following := _next_step(steps[-1])) is not None:
-        steps.append(following)
-    return tuple(steps)
-
-
-STEPS: Final[tuple[PrepareState, ...]] = _chain()  # RESOLVING … SMOKE_TEST, in order
 
 SNAPSHOT_VERSION: Final = 1
-
-# Step extras that feed the report, with the type each must have. Anything else in an
-# extra only goes to the stage log.
-_REPORT_EXTRAS: Final[Mapping[str, tuple[type, bool]]] = MappingProxyType(
-    {  # key: (type, may be None)
-        "resolution": (dict, True),
-        "current": (str, True),
-        "downloaded": (bool, False),
-        "loaded": (bool, False),
-        "install_result": (dict, True),
-        "download_result": (dict, True),
-    }
-)
 
 _SMOKE_FAILED_HINT: Final = (
     "the model loads but does not chat cleanly; "
     "see smoke_test.answer, or try another engine or quantisation"
 )
 _INTERRUPTED_HINT: Final = "run prepare again"
-
-
-# --- events: what the runner observed ------------------------------------------------
-
-
-def _check_extra(extra: Mapping[str, Any]) -> None:
-    for key, (kind, nullable) in _REPORT_EXTRAS.items():
-        if key not in extra:
-            continue
-        value = extra[key]
-        if (value is None and not nullable) or (value is not None and not isinstance(value, kind)):
-            expected = f"{kind.__name__} or None" if nullable else kind.__name__
-            raise TypeError(f"step extra {key!r} must be {expected}, not {value!r}")
-
-
-@dataclass(frozen=True)
-class StepDone:
-    """The runner finished the work of ``state`` (or found nothing to do: ``skipped``).
-
-    ``extra`` is JSON-able and goes to the stage log; its keys ``resolution``, ``current``,
-    ``downloaded``, ``loaded``, ``install_result``, ``download_result`` also set the
-    report's fields. Without them, a DOWNLOADING not skipped means ``downloaded`` and a
-    MODEL_LOADING not skipped means ``loaded``; a skipped step says so in ``extra``
-    (e.g. ``{"downloaded": True}`` when the weights were already cached).
-    """
-
-    state: PrepareState
-    message: str
-    skipped: bool = False
-    extra: Mapping[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.state, PrepareState):
-            raise TypeError(f"StepDone.state must be a PrepareState, not {self.state!r}")
-        if self.extra is not None:
-            _check_extra(self.extra)
-            # Copied so the runner reusing its dict cannot rewrite history afterwards.
-            object.__setattr__(self, "extra", dict(self.extra))
-
-
-@dataclass(frozen=True)
-class SmokeDone:
-    """The smoke chat ran and its answer was classified (SPEC §4); ends the job."""
-
-    status: SmokeStatus
-    reason: str
-    answer: str
-    prompt: str
-    seconds: float
-
-    def __post_init__(self) -> None:
-        if self.status not in _SMOKE_OUTCOME:
-            raise ValueError(
-                f"SmokeDone.status must be one of {sorted(_SMOKE_OUTCOME)}, not {self.status!r}"
-            )
-
-
-@dataclass(frozen=True)
-class StepFailed:
-    """The work of ``state`` failed; the job ends FAILED with this as its error."""
-
-    state: PrepareState
-    code: str
-    message: str
-    hint: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.state, PrepareState):
-            raise TypeError(f"StepFailed.state must be a PrepareState, not {self.state!r}")
-
-    @classmethod
-    def from_error(cls, state: PrepareState, error: LtcaiError) -> StepFailed:
-        return cls(state=state, code=error.code, message=error.message, hint=error.hint)
-
-
-@dataclass(frozen=True)
-class Cancel:
-    """The user cancelled; the runner has already stopped the running step."""
-
-    reason: str = "cancelled by the user"
-
-
-@dataclass(frozen=True)
-class Interrupted:
-    """The daemon stopped while the job ran; sent by ``restore``, not by a live runner."""
-
-    reason: str = "the daemon stopped while the job ran"
-
-
-Event = StepDone | SmokeDone | StepFailed | Cancel | Interrupted
-
-
-def _describe(event: Event | None) -> str:
-    # Short enough for a log line: a StepDone's extra may hold a whole download report.
-    match event:
-        case StepDone(state=state, skipped=skipped):
-            return f"StepDone({state.value}{', skipped' if skipped else ''})"
-        case SmokeDone(status=status):
-            return f"SmokeDone({status})"
-        case StepFailed(state=state, code=code):
-            return f"StepFailed({state.value}, {code})"
-        case None:
-            return "start()"
-        case _:
-            return type(event).__name__
-
-
-# --- actions: what the runner must do -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One state change, for the runner to log and publish to the job's subscribers."""
-
-    job_id: str
-    source: PrepareState | None  # None for the job's first state
-    target: PrepareState
-    event: Event | None  # None for start()
-    message: str
-    time: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "job_id": self.job_id,
-            "event": None if self.event is None else type(self.event).__name__,
-            "from": None if self.source is None else self.source.value,
-            "state": self.target.value,
-            "message": self.message,
-            "time": self.time,
-        }
-
-
-@dataclass(frozen=True)
-class RunStep:
-    """Do the I/O of ``state``, then send StepDone/StepFailed (SmokeDone for SMOKE_TEST)."""
-
-    state: PrepareState
-    transition: Transition
-
-
-@dataclass(frozen=True)
-class Finish:
-    """The job has ended in ``state``; ``transition`` is None for a repeated Cancel."""
-
-    state: PrepareState
-    report: PrepareReport
-    transition: Transition | None
-
-
-Action = RunStep | Finish
-
-
-# --- the table's enforcement ----------------------------------------------------------
-
-
-def check_transition(source: PrepareState, target: PrepareState, *, story: str = "") -> None:
-    """Raise ``IllegalTransition`` unless the table allows ``source -> target``.
-
-    The machine routes every state change through here, so the table is the only
-    authority; ``story`` (job, event, history) makes the error debuggable from a log.
-    """
-    if target not in TRANSITIONS[source]:
-        allowed = (
-            ", ".join(sorted(s.value for s in TRANSITIONS[source])) or "nothing: it is terminal"
-        )
-        raise IllegalTransition(
-            f"illegal transition {source.value} -> {target.value} (allowed: {allowed}){story}",
-            hint="this is a bug in ltcai; please report it with the job's stage logs",
-        )
 
 
 class PrepareMachine:
@@ -372,6 +133,10 @@ class PrepareMachine:
         return self._state
 
     @property
+    def started(self) -> bool:
+        return self._started
+
+    @property
     def history(self) -> tuple[PrepareState, ...]:
         return tuple(self._history)
 
@@ -403,11 +168,11 @@ class PrepareMachine:
     def handle(self, event: Event) -> Action:
         """Apply ``event``; raise ``IllegalTransition`` (changing nothing) if it does not fit."""
         if not self._started:
-            raise IllegalTransition(f"{_describe(event)} before start(){self._story(event)}")
+            raise IllegalTransition(f"{describe(event)} before start(){self._story(event)}")
         if self._state.is_terminal:
             if isinstance(event, Cancel) and self._report is not None:
                 return Finish(self._state, self._report, None)
-            target = _intended_target(event)
+            target = intended_target(event)
             edge = self._state.value + (f" -> {target.value}" if target is not None else "")
             raise IllegalTransition(
                 f"the job already ended: no transition {edge}{self._story(event)}"
@@ -421,14 +186,14 @@ class PrepareMachine:
     def _story(self, event: Event | None) -> str:
         path = " -> ".join(s.value for s in self._history)
         job = f"job {self.job_id} ({self.engine} {self.model})"
-        return f"; {job} in {self._state.value}, event {_describe(event)}, history: {path}"
+        return f"; {job} in {self._state.value}, event {describe(event)}, history: {path}"
 
     def _target(self, event: Event) -> PrepareState:
-        concerned = _concerned_state(event, self._state)
+        concerned = concerned_state(event, self._state)
         if concerned is not self._state:
             mismatch = f"is for {concerned.value} but the job is in {self._state.value}"
-            raise IllegalTransition(f"{_describe(event)} {mismatch}{self._story(event)}")
-        target = _intended_target(event)
+            raise IllegalTransition(f"{describe(event)} {mismatch}{self._story(event)}")
+        target = intended_target(event)
         if target is None:
             # Only SMOKE_TEST gets here: its outcome picks among several states.
             raise IllegalTransition(
@@ -478,7 +243,7 @@ class PrepareMachine:
             self._fields["downloaded"] = True
         if not event.skipped and event.state is _S.MODEL_LOADING:
             self._fields["loaded"] = True
-        for key in _REPORT_EXTRAS:
+        for key in REPORT_EXTRAS:
             if extra is not None and key in extra:
                 self._fields[key] = extra[key]
         message = event.message
@@ -533,18 +298,20 @@ class PrepareMachine:
         assert (
             self._started_at is not None and self._finished_at is not None
         )  # only ever called on the end
+        readiness = self._state.readiness
+        assert readiness is not None  # every terminal state has one (prepare_states.READINESS)
         return PrepareReport(
             job_id=self.job_id,
             engine=self.engine,
             model=self.model,
-            status=_STATUS[self._state],
+            status=readiness,
             state=self._state.value,
             resolution=self._fields["resolution"],
             current=self._fields["current"],
             message=self._message,
             downloaded=self._fields["downloaded"],
             loaded=self._fields["loaded"],
-            ready_to_chat=self._state.ready_to_chat,
+            ready_to_chat=readiness.chat_ready,
             compatibility_status=self._smoke.status if self._smoke is not None else "unknown",
             smoke_test=self._smoke,
             stage_logs=tuple(self._logs),
@@ -580,16 +347,6 @@ class PrepareMachine:
         return copy.deepcopy(data)
 
 
-def _concerned_state(event: Event, current: PrepareState) -> PrepareState:
-    # The state an event claims to be about; Cancel and Interrupted concern whatever is running.
-    match event:
-        case StepDone(state=state) | StepFailed(state=state):
-            return state
-        case SmokeDone():
-            return _S.SMOKE_TEST
-    return current
-
-
 _SNAPSHOT_KEYS: Final[tuple[str, ...]] = (
     "version",
     "job_id",
@@ -599,44 +356,13 @@ _SNAPSHOT_KEYS: Final[tuple[str, ...]] = (
     "started",
     "history",
     "message",
-    *_REPORT_EXTRAS,
+    *REPORT_EXTRAS,
     "smoke_test",
     "error",
     "stage_logs",
     "started_at",
     "finished_at",
 )
-
-
-def _intended_target(event: Event) -> PrepareState | None:
-    # Where the event leads, whatever the current state; None for a StepDone of a state
-    # that has no single next step (SMOKE_TEST, the terminal states).
-    match event:
-        case StepDone(state=state):
-            return _next_step(state)
-        case SmokeDone(status=status):
-            return _SMOKE_OUTCOME[status]
-        case StepFailed():
-            return _S.FAILED
-        case Cancel():
-            return _S.CANCELLED
-        case Interrupted():
-            return _S.INTERRUPTED
-    raise TypeError(f"not a prepare event: {event!r}")
-
-
-def _parse_history(values: Sequence[str], state: PrepareState) -> list[PrepareState]:
-    history = [PrepareState(value) for value in values]
-    if not history or history[0] is not _S.RESOLVING or history[-1] is not state:
-        raise ValueError(
-            f"snapshot history must run from resolving to {state.value}: {list(values)}"
-        )
-    for source, target in itertools.pairwise(history):
-        if target not in TRANSITIONS[source]:
-            raise ValueError(
-                f"snapshot history has an illegal step {source.value} -> {target.value}"
-            )
-    return history
 
 
 def restore(
@@ -660,10 +386,10 @@ def restore(
     machine = PrepareMachine(snapshot["job_id"], snapshot["engine"], snapshot["model"], clock=clock)
     state = PrepareState(snapshot["state"])
     machine._state = state
-    machine._history = _parse_history(snapshot["history"], state)
+    machine._history = parse_history(snapshot["history"], state)
     machine._started = bool(snapshot["started"])
     machine._message = snapshot["message"]
-    machine._fields = {key: copy.deepcopy(snapshot[key]) for key in _REPORT_EXTRAS}
+    machine._fields = {key: copy.deepcopy(snapshot[key]) for key in REPORT_EXTRAS}
     machine._smoke = (
         None if snapshot["smoke_test"] is None else SmokeTest.from_dict(snapshot["smoke_test"])
     )

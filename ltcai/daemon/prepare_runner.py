@@ -24,6 +24,7 @@ from . import chat
 from .jobs import Job
 from .models import CRASH_WINDOW_S, LoadedModel
 from .prepare_machine import (
+    Action,
     Cancel,
     Event,
     Finish,
@@ -62,16 +63,14 @@ async def run_prepare(services: Services, job: Job) -> None:
     resolution = job.resolution
     assert resolution is not None
     stall_s = services.settings.stall_timeout_s
-    work: _Work | None = None
 
     def progress(message: str, *, done: float | None = None, total: float | None = None, unit: str | None = None) -> None:
         if job.step_scope is not None:
             job.step_scope.deadline = anyio.current_time() + stall_s
         job.publish_progress(message, done, total, unit)
 
-    ctx = services.engine_context(resolution.engine, progress)
-    work = _Work(services, job, ctx)
-    action = job.machine.start()
+    work = _Work(services, job, services.engine_context(resolution.engine, progress))
+    action: Action = job.machine.start()
     try:
         while isinstance(action, RunStep):
             job.publish_transition(action.transition)
@@ -79,17 +78,28 @@ async def run_prepare(services: Services, job: Job) -> None:
             await services.jobs.persist(job)
             event = await _run_step(work, action.state, stall_s)
             action = job.machine.handle(event)
+        # The machine has decided; only now does a chat-ready model join the registry, before
+        # anyone hears the outcome, so a client told "ready" finds it there.
+        if action.state.ready_to_chat:
+            _register(work, action)
     finally:
-        if not isinstance(action, Finish):  # the daemon is stopping under us
-            with anyio.CancelScope(shield=True):
-                await _cleanup(work)
+        # Failed, cancelled, crashed, or the daemon is stopping under us: leave nothing
+        # running that the registry did not take.
+        with anyio.CancelScope(shield=True):
+            await _cleanup(work)
     if action.transition is not None:
         job.publish_transition(action.transition)
         log.info("prepare finished", state=action.state.value, message=action.transition.message)
-    if not action.state.ready_to_chat:
-        with anyio.CancelScope(shield=True):
-            await _cleanup(work)
     job.finish()
+
+
+def _register(work: _Work, finish: Finish) -> None:
+    """Hand the served model to the registry with the machine's verdict as its status."""
+    resolution = work.job.resolution
+    assert work.served is not None and work.profile is not None and resolution is not None
+    work.services.models.add(
+        LoadedModel(resolution=resolution, served=work.served, profile=work.profile, status=finish.readiness, job_id=work.job.id)
+    )
 
 
 async def _run_step(work: _Work, state: PrepareState, stall_s: float) -> Event:
@@ -242,23 +252,15 @@ async def _smoke_test(work: _Work) -> Event:
     started = time.perf_counter()
     outcome = await chat.smoke_test(services, work.served, work.profile, max_tokens=_SMOKE_MAX_TOKENS)
     seconds = time.perf_counter() - started
-    profile = await services.profiles.put(outcome.profile)
-    if outcome.verdict.usable:
-        services.models.add(
-            LoadedModel(
-                resolution=work.job.resolution,
-                served=work.served,
-                profile=profile,
-                status="ready" if outcome.verdict.status == "ok" else "degraded",
-                job_id=work.job.id,
-            )
-        )
+    # What the smoke test taught the profile is kept whatever the verdict; the model is
+    # registered with it (``_register``) only if the machine decides it is chat-ready.
+    work.profile = await services.profiles.put(outcome.profile)
     return SmokeDone(outcome.verdict.status, outcome.verdict.reason, outcome.answer, SMOKE_PROMPT, seconds)
 
 
-async def _cleanup(work: _Work | None) -> None:
+async def _cleanup(work: _Work) -> None:
     """Stop a server this job started and did not hand over as a ready model."""
-    if work is None or work.served is None or not work.started_process:
+    if work.served is None or not work.started_process:
         return
     resolution = work.job.resolution
     loaded = work.services.models.get(resolution.engine, resolution.resolved_model) if resolution else None

@@ -6,7 +6,8 @@ pins it, so a new field is a deliberate change and never an accident of refactor
 
 States are stored as their JSON strings (``"ready"``) rather than ``PrepareState``
 members: the report is the wire form, and keeping this module free of the state machine
-lets the machine build reports without an import cycle.
+lets the machine build reports without an import cycle. ``status`` is the machine's
+decision as a ``Readiness`` (a str Enum: ``"ok"``, ``"degraded"``… on the wire).
 """
 
 from __future__ import annotations
@@ -17,21 +18,23 @@ from typing import Any, Final, Literal, get_args
 
 from ltcai.errors import LtcaiError
 
+from .readiness import Readiness
+
 __all__ = [
     "REPORT_KEYS",
     "PrepareReport",
-    "ReportStatus",
     "SmokeStatus",
     "SmokeTest",
     "StageLog",
     "StructuredError",
 ]
 
-ReportStatus = Literal["ok", "degraded", "failed", "cancelled", "interrupted"]
+# The smoke classifier's words (compat's ``SmokeVerdict.status``), kept as it said them.
 SmokeStatus = Literal["ok", "degraded", "failed"]
 
-_REPORT_STATUSES: Final = frozenset(get_args(ReportStatus))
 _SMOKE_STATUSES: Final = frozenset(get_args(SmokeStatus))
+# How a prepare can end; STOPPED describes a served model later on, never a prepare.
+_REPORT_STATUSES: Final = frozenset(Readiness) - {Readiness.STOPPED}
 
 REPORT_KEYS: Final[tuple[str, ...]] = (
     "job_id",
@@ -166,7 +169,7 @@ class PrepareReport:
     job_id: str
     engine: str
     model: str
-    status: ReportStatus
+    status: Readiness
     state: str
     resolution: dict[str, Any] | None
     current: str | None
@@ -185,10 +188,15 @@ class PrepareReport:
     duration_s: float
 
     def __post_init__(self) -> None:
-        if self.status not in _REPORT_STATUSES:
-            raise ValueError(
-                f"report status must be one of {sorted(_REPORT_STATUSES)}, not {self.status!r}"
-            )
+        try:
+            status: Readiness | None = Readiness(self.status)
+        except ValueError:
+            status = None
+        if status not in _REPORT_STATUSES:
+            allowed = sorted(s.value for s in _REPORT_STATUSES)
+            raise ValueError(f"report status must be one of {allowed}, not {self.status!r}")
+        # A stored report's string becomes the Enum, so no reader compares two vocabularies.
+        object.__setattr__(self, "status", status)
         # A list from a caller would make the frozen report mutable through the back door.
         object.__setattr__(self, "stage_logs", tuple(self.stage_logs))
 
@@ -197,7 +205,7 @@ class PrepareReport:
             "job_id": self.job_id,
             "engine": self.engine,
             "model": self.model,
-            "status": self.status,
+            "status": self.status.value,
             "state": self.state,
             "resolution": self.resolution,
             "current": self.current,

@@ -779,3 +779,26 @@ def test_random_events_never_leave_the_table(data: st.DataObject) -> None:
             )
     for source, target in itertools.pairwise(machine.history):
         assert target in TRANSITIONS[source]
+
+
+# --- one judge of readiness ----------------------------------------------------------
+
+
+def test_the_end_states_and_their_readiness_are_one_table() -> None:
+    from ltcai.daemon.prepare_states import READINESS, SMOKE_OUTCOME
+
+    assert set(READINESS) == set(TERMINAL)
+    assert set(SMOKE_OUTCOME.values()) <= set(TERMINAL)
+    assert {s for s in ALL_STATES if s.ready_to_chat} == {S.READY, S.DEGRADED}
+    assert all(s.readiness is None for s in NON_TERMINAL)
+
+
+@pytest.mark.parametrize(("smoke_status", "end", "status"), SMOKE_CASES)
+def test_finish_carries_the_machines_readiness(smoke_status: str, end: PrepareState, status: str) -> None:
+    from ltcai.daemon.readiness import Readiness
+
+    action = drive_to(S.SMOKE_TEST).handle(smoke(smoke_status))
+    assert isinstance(action, Finish)
+    assert action.readiness is action.report.status is end.readiness
+    assert isinstance(action.readiness, Readiness) and action.readiness == status
+    assert action.readiness.chat_ready is end.ready_to_chat

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import ltcai.daemon.report as report_module
+from ltcai.daemon.readiness import Readiness
 from ltcai.daemon.report import REPORT_KEYS, PrepareReport, SmokeTest, StageLog, StructuredError
 from ltcai.errors import DownloadError
 
@@ -48,7 +49,6 @@ def test_exported_names_are_the_public_api() -> None:
         [
             "REPORT_KEYS",
             "PrepareReport",
-            "ReportStatus",
             "SmokeStatus",
             "SmokeTest",
             "StageLog",
@@ -137,6 +137,27 @@ def test_from_dict_refuses_a_missing_key(key: str) -> None:
 def test_status_must_be_a_known_one() -> None:
     with pytest.raises(ValueError, match="status"):
         make_report(status="running")
+    # A served model's later status is no way for a prepare to end.
+    with pytest.raises(ValueError, match="status"):
+        make_report(status="stopped")
+
+
+@pytest.mark.parametrize(
+    ("wire", "readiness"),
+    [
+        ("ok", Readiness.READY),
+        ("degraded", Readiness.DEGRADED),
+        ("failed", Readiness.FAILED),
+        ("cancelled", Readiness.CANCELLED),
+        ("interrupted", Readiness.INTERRUPTED),
+    ],
+)
+def test_status_is_the_one_readiness_enum_with_the_wire_strings(wire: str, readiness: Readiness) -> None:
+    report = make_report(status=wire)
+    assert report.status is readiness
+    assert PrepareReport.from_dict(report.to_dict()).status is readiness
+    # The JSON carries the plain string a client (and a stored report) has always read.
+    assert type(report.to_dict()["status"]) is str and report.to_dict()["status"] == wire
 
 
 def test_smoke_status_must_be_a_known_one() -> None:
