@@ -29,7 +29,7 @@ from . import chat
 from .body import optional_bool, optional_str, read_json_object, required_str
 from .in_flight import ending_use, enter_while_connected, take_keep_alive
 from .openai_api import openai_routes
-from .prepare_runner import run_prepare
+from .preparing import start_or_join
 from .services import Services
 from .validation import check_engine_takes, check_model_sees, parse_chat
 
@@ -113,17 +113,7 @@ def build_app(services: Services) -> Starlette:
         model = required_str(body, "model")
         resolution = resolve_with_settings(services.settings, services.plugins, model, optional_str(body, "engine"))
         stream = optional_bool(body, "stream", default=True)
-        force = optional_bool(body, "force", default=False)
-        loaded = services.models.get(resolution.engine, resolution.resolved_model)
-        job = None
-        if loaded is not None and loaded.ready and not force:
-            job = services.jobs.jobs.get(loaded.job_id)
-        if job is None:
-            job, created = services.jobs.start(resolution, lambda j: run_prepare(services, j))
-            if created:
-                # On disk before the client hears of it: a job id we answered with must
-                # still be there (INTERRUPTED) after a kill -9 a millisecond later.
-                await services.jobs.persist(job)
+        job = await start_or_join(services, resolution, force=optional_bool(body, "force", default=False))
         if not stream:
             return JSONResponse(job.summary(), status_code=202)
         return _ndjson(job.follow())

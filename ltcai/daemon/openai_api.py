@@ -22,7 +22,7 @@ from starlette.routing import Route
 from ..core import resolve_with_settings
 from ..engines import openai_client
 from ..engines.base import ChatRequest
-from ..errors import Conflict, LtcaiError
+from ..errors import LtcaiError
 from . import chat
 from .body import read_json_object
 from .embeddings import counted_usage, encode_base64
@@ -30,7 +30,7 @@ from .engine_request import engine_params
 from .in_flight import ending_use, enter_while_connected, take_keep_alive
 from .model_catalog import usable_models
 from .models import LoadedModel
-from .prepare_runner import run_prepare
+from .preparing import ready_model
 from .services import Services
 from .validation import (
     check_engine_embeds,
@@ -68,24 +68,13 @@ def _model_key(services: Services, model: str) -> tuple[str, str]:
 
 async def _ready_model(services: Services, model: str) -> LoadedModel:
     """The served model for ``model``, preparing it first if it is not ready."""
-    engine, loaded = _engine_of(services, model)
+    _engine, loaded = _engine_of(services, model)
     if loaded is not None and loaded.ready:
         return loaded
     resolution = (
         loaded.resolution if loaded is not None else resolve_with_settings(services.settings, services.plugins, model, None)
     )
-    job, _created = services.jobs.start(resolution, lambda j: run_prepare(services, j))
-    await job.done.wait()
-    report = job.machine.report
-    loaded = services.models.get(resolution.engine, resolution.resolved_model)
-    if report is None or not report.ready_to_chat or loaded is None:
-        reason = report.message if report else "the prepare job did not finish"
-        raise Conflict(
-            f"{model} could not be made ready: {reason}",
-            hint=f"see `ltcai jobs {job.id}` for the full report",
-            code="model_not_ready",
-        )
-    return loaded
+    return await ready_model(services, resolution, requested=model)
 
 
 def _sse(data: dict[str, Any] | str) -> bytes:

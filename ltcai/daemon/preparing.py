@@ -1,0 +1,54 @@
+"""Start or join a prepare: the one way any API (control, OpenAI, Ollama…) gets a model prepared.
+
+Jobs are single-flight per (engine, model) (``JobManager.start``); what every route adds
+on top lives here once: a model already chat-ready is not prepared again unless forced,
+and a new job is on disk before any client hears its id.
+"""
+
+from __future__ import annotations
+
+from ..compat import Resolution
+from ..errors import Conflict
+from .jobs import Job
+from .models import LoadedModel
+from .prepare_runner import run_prepare
+from .services import Services
+
+__all__ = ["ready_model", "start_or_join"]
+
+
+async def start_or_join(services: Services, resolution: Resolution, *, force: bool = False) -> Job:
+    """The prepare job for ``resolution``: the finished one that made the model chat-ready
+    (unless ``force``), the one running now, or a new one."""
+    loaded = services.models.get(resolution.engine, resolution.resolved_model)
+    if loaded is not None and loaded.ready and not force:
+        finished = services.jobs.jobs.get(loaded.job_id)
+        if finished is not None:
+            return finished
+    job, created = services.jobs.start(resolution, lambda j: run_prepare(services, j))
+    if created:
+        # On disk before the client hears of it: a job id we answered with must still be
+        # there (INTERRUPTED) after a kill -9 a millisecond later.
+        await services.jobs.persist(job)
+    return job
+
+
+async def ready_model(services: Services, resolution: Resolution, *, requested: str | None = None) -> LoadedModel:
+    """The chat-ready served model for ``resolution``, prepared first (just in time) if it
+    is not; ``Conflict`` (``model_not_ready``) naming the reason if the prepare fails.
+    ``requested`` is the id as the client wrote it, for the message."""
+    loaded = services.models.get(resolution.engine, resolution.resolved_model)
+    if loaded is not None and loaded.ready:
+        return loaded
+    job = await start_or_join(services, resolution)
+    await job.done.wait()
+    report = job.machine.report
+    loaded = services.models.get(resolution.engine, resolution.resolved_model)
+    if report is None or not report.ready_to_chat or loaded is None:
+        reason = report.message if report else "the prepare job did not finish"
+        raise Conflict(
+            f"{requested or resolution.input_id} could not be made ready: {reason}",
+            hint=f"see `ltcai jobs {job.id}` for the full report",
+            code="model_not_ready",
+        )
+    return loaded
