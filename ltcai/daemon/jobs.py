@@ -18,7 +18,7 @@ import structlog
 
 from ..compat import Resolution
 from ..errors import LtcaiError, NotFound
-from .prepare_machine import PrepareMachine, PrepareState, Transition, restore
+from .prepare_machine import PrepareMachine, PrepareState, StepFailed, Transition, restore
 from .store import StateStore
 
 __all__ = ["Job", "JobManager"]
@@ -27,6 +27,11 @@ log = structlog.get_logger(__name__)
 
 _PROGRESS_MIN_INTERVAL_S = 0.1  # progress events are throttled; state events never are
 _KEEP_FINISHED_JOBS = 200
+_CRASHED = {
+    "code": "internal_error",
+    "message": "the prepare job hit a bug and could not record its outcome",
+    "hint": "this is a bug in ltcai; the daemon log has the traceback",
+}
 
 
 class Job:
@@ -92,6 +97,44 @@ class Job:
         assert report is not None
         self.publish({"type": "report", "job_id": self.id, "report": report.to_dict(), "time": time.time()})
         self.done.set()
+
+    def end_after_crash(self, exc: Exception) -> None:
+        """End a job whose runner raised: FAILED with ``internal_error`` where it stood,
+        and the final event published, so every follower gets an end."""
+        if self.done.is_set():
+            return
+        machine = self.machine
+        try:
+            if not machine.state.is_terminal:
+                if not machine.started:
+                    machine.start()  # crashed before it started: still a job a client may follow
+                action = machine.handle(
+                    StepFailed(
+                        machine.state,
+                        "internal_error",
+                        f"preparing {machine.model} hit a bug in {machine.state.value}: {type(exc).__name__}: {exc}",
+                        hint="this is a bug in ltcai; the daemon log has the traceback",
+                    )
+                )
+                if action.transition is not None:
+                    self.publish_transition(action.transition)
+            elif not self._published_state(machine.state):
+                # The machine had ended the job; the crash came before its runner said so.
+                report = machine.report
+                assert report is not None
+                source = machine.history[-2] if len(machine.history) > 1 else None
+                self.publish_transition(
+                    Transition(self.id, source, machine.state, None, machine.message, report.finished_at)
+                )
+            self.finish()
+        except Exception:  # the machine itself is broken: end the stream without a report
+            log.exception("could not record the crash of a prepare job")
+            self.publish({"type": "error", "job_id": self.id, "error": _CRASHED, "time": time.time()})
+            self.done.set()
+
+    def _published_state(self, state: PrepareState) -> bool:
+        last = next((e for e in reversed(self.events) if e.get("type") == "state"), None)
+        return last is not None and last["state"] == state.value
 
     async def follow(self) -> AsyncIterator[dict[str, Any]]:
         """Every event from the job's start, then live ones, ending with the report."""
@@ -186,6 +229,11 @@ class JobManager:
         ):
             try:
                 await runner(job)
+            except Exception as exc:
+                # A bug in the runner (the machine, a cleanup): it must not cancel the root
+                # task group (that is the daemon) nor leave this job's followers waiting.
+                log.exception("prepare job crashed")
+                job.end_after_crash(exc)
             finally:
                 self._running.pop(job.key, None)
                 with anyio.CancelScope(shield=True):
