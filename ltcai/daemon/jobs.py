@@ -17,7 +17,7 @@ import anyio
 import structlog
 
 from ..compat import Resolution
-from ..errors import LtcaiError, NotFound
+from ..errors import ErrorCode, LtcaiError, NotFound
 from .prepare_machine import PrepareMachine, PrepareState, StepFailed, Transition, restore
 from .store import StateStore
 
@@ -28,7 +28,7 @@ log = structlog.get_logger(__name__)
 _PROGRESS_MIN_INTERVAL_S = 0.1  # progress events are throttled; state events never are
 _KEEP_FINISHED_JOBS = 200
 _CRASHED = {
-    "code": "internal_error",
+    "code": ErrorCode.INTERNAL_ERROR.value,
     "message": "the prepare job hit a bug and could not record its outcome",
     "hint": "this is a bug in ltcai; the daemon log has the traceback",
 }
@@ -111,7 +111,7 @@ class Job:
                 action = machine.handle(
                     StepFailed(
                         machine.state,
-                        "internal_error",
+                        ErrorCode.INTERNAL_ERROR,
                         f"preparing {machine.model} hit a bug in {machine.state.value}: {type(exc).__name__}: {exc}",
                         hint="this is a bug in ltcai; the daemon log has the traceback",
                     )
@@ -243,7 +243,7 @@ class JobManager:
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
         if job is None:
-            raise NotFound(f"no job {job_id!r}", hint="list jobs with `ltcai jobs`", code="job_not_found")
+            raise NotFound(f"no job {job_id!r}", hint="list jobs with `ltcai jobs`", code=ErrorCode.JOB_NOT_FOUND)
         return job
 
     def cancel(self, job_id: str) -> Job:

@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from ltcai.errors import IllegalTransition
+from ltcai.errors import ErrorCode, IllegalTransition
 
 from .prepare_events import (
     REPORT_EXTRAS,
@@ -216,10 +216,10 @@ class PrepareMachine:
                     target, event, f"failed during {event.state.value}: {event.message}", now
                 )
             case Cancel():
-                return self._abort(target, event, event.reason, "cancelled", None, now)
+                return self._abort(target, event, event.reason, ErrorCode.CANCELLED, None, now)
             case Interrupted():
                 hint = _INTERRUPTED_HINT
-                return self._abort(target, event, event.reason, "interrupted", hint, now)
+                return self._abort(target, event, event.reason, ErrorCode.INTERRUPTED, hint, now)
         # Unreachable: _target has already refused anything that is not an event.
         raise TypeError(f"not a prepare event: {event!r}")  # pragma: no cover
 
@@ -269,7 +269,7 @@ class PrepareMachine:
         else:
             message = f"smoke test failed: {event.reason}"
             self._error = StructuredError(
-                "smoke_test_failed", message, _S.SMOKE_TEST.value, _SMOKE_FAILED_HINT
+                ErrorCode.SMOKE_TEST_FAILED, message, _S.SMOKE_TEST.value, _SMOKE_FAILED_HINT
             )
         return self._finish(target, event, message, now)
 

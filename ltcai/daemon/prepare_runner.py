@@ -19,7 +19,7 @@ import structlog
 from .._lazy import import_off_loop
 from ..compat import SMOKE_PROMPT, Profile
 from ..engines.base import DownloadResult, EngineCheck, EngineContext, ServedModel
-from ..errors import EngineUnavailable, LtcaiError
+from ..errors import EngineUnavailable, ErrorCode, LtcaiError
 from . import chat
 from .jobs import Job
 from .models import CRASH_WINDOW_S, LoadedModel
@@ -116,7 +116,7 @@ async def _run_step(work: _Work, state: PrepareState, stall_s: float) -> Event:
             log.exception("step crashed", state=state.value)
             return StepFailed(
                 state,
-                "internal_error",
+                ErrorCode.INTERNAL_ERROR,
                 f"{job.machine.engine} failed unexpectedly in {state.value}: {type(exc).__name__}: {exc}",
                 hint="this is a bug; the daemon log has the traceback",
             )
@@ -126,7 +126,7 @@ async def _run_step(work: _Work, state: PrepareState, stall_s: float) -> Event:
         return Cancel()
     return StepFailed(
         state,
-        "stalled",
+        ErrorCode.STALLED,
         f"{state.value} made no progress for {stall_s:g} s",
         hint="raise stall_timeout_s in the config if this step is legitimately slow",
     )

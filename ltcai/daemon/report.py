@@ -82,7 +82,7 @@ class StructuredError:
         return cls(code=error.code, message=error.message, state=state, hint=error.hint)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "state": self.state, "hint": self.hint}
+        return {"code": str(self.code), "message": self.message, "state": self.state, "hint": self.hint}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StructuredError:

@@ -320,7 +320,7 @@ def read_gguf_shape(path: str | os.PathLike[str]) -> GGUFShape:
             _, _, kv_count = _open_header(cur)
             fields = _read_fields(cur, kv_count)
     except FileNotFoundError:
-        raise NotFound(f"model file {path} does not exist", code="model_file_not_found") from None
+        raise NotFound(f"model file {path} does not exist", code="file_not_found") from None
     except OSError as exc:
         raise _invalid(path, f"it cannot be read ({exc.strerror or exc})") from None
     except _Malformed as exc:
@@ -363,7 +363,7 @@ def read_gguf_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
                 raise _invalid(path, "the file is empty")
             return _parse(_Cursor(fh.fileno(), size))
     except FileNotFoundError:
-        raise NotFound(f"model file {path} does not exist", code="model_file_not_found") from None
+        raise NotFound(f"model file {path} does not exist", code="file_not_found") from None
     except IsADirectoryError:
         raise _invalid(path, "it is a directory") from None
     except OSError as exc:

@@ -201,7 +201,7 @@ def pick_gguf(repo_id: str, names: Iterable[str], selector: str | None) -> str:
         raise DownloadError(
             f"{repo_id} has {wanted} only as a multi-part GGUF, which ltcai does not download yet",
             hint=hint,
-            code="not_supported",
+            code="unsupported",
         )
     raise DownloadError(f"{repo_id} has no GGUF file for {wanted}", hint=hint, code="file_not_found")
 
@@ -251,7 +251,7 @@ def _list_files(hub: _Hub, repo_id: str) -> tuple[str | None, dict[str, _HubFile
         raise DownloadError(
             f"{repo_id} is gated: its files need an accepted licence and a login",
             hint=f"accept the terms at {hub.endpoint}/{repo_id}, then `hf auth login` (or set HF_TOKEN)",
-            code="unauthorized",
+            code="auth_failed",
         ) from exc
     except (RepositoryNotFoundError, DisabledRepoError) as exc:
         raise DownloadError(

@@ -134,7 +134,7 @@ async def run_import(
         raise DownloadError(
             f"the MLX engine's Python {python} cannot run: {exc}",
             hint="set [engines.mlx] python in the config, or run `ltcai prepare smollm2 --engine mlx` to install it",
-            code="engine_missing",
+            code="engine_unavailable",
         ) from exc
     try:
         summary = json.loads(output.decode().strip().splitlines()[-1])
@@ -146,7 +146,7 @@ async def run_import(
     error = summary.get("error")
     if error:
         hint = error.get("hint")
-        if error.get("code") == "engine_missing":
+        if error.get("code") == "engine_unavailable":
             hint = f"{python} lacks MLX: {python} -m pip install {' '.join(map(repr, install_packages()))}"
         raise DownloadError(error["message"], hint=hint, code=error.get("code") or "import_failed")
     return summary

@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message, "hint": exc.hint}}), flush=True)
         return 2
     except ImportError as exc:
-        error = {"code": "engine_missing", "message": f"this Python lacks {exc.name or exc}", "hint": 'pip install mlx-lm (and "mlx[cpu]" off macOS)'}
+        error = {"code": "engine_unavailable", "message": f"this Python lacks {exc.name or exc}", "hint": 'pip install mlx-lm (and "mlx[cpu]" off macOS)'}
         print(json.dumps({"error": error}), flush=True)
         return 2
     print(json.dumps(result.to_dict()), flush=True)

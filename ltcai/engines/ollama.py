@@ -283,7 +283,7 @@ class OllamaEngine(EngineAdapter):
                     except ValueError:
                         raise DownloadError(
                             f"Ollama sent a line that is not JSON while pulling {name}: {line[:200]!r}",
-                            code="protocol_error",
+                            code="engine_bad_answer",
                         ) from None
                     if not isinstance(event, dict):
                         continue

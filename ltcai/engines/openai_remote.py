@@ -221,7 +221,7 @@ class RemoteOpenAIEngine(EngineAdapter):
             raise EngineUnavailable(
                 f"{self.name} endpoint {where} is unreachable ({type(exc).__name__}: {exc})",
                 hint=f"check the network, or [engines.{self.name}] base_url",
-                code="unreachable",
+                code="engine_unreachable",
             ) from None  # the request (and its headers) stay out of the error chain
         if response.status_code in (401, 403):
             # The body is left out: providers echo (part of) the rejected key in it.

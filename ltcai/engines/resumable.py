@@ -203,7 +203,7 @@ async def fetch(
 
     Raises ``DownloadError``: ``network_error`` and ``disk_full`` keep the partial file
     for the next call; ``checksum_mismatch`` and ``size_mismatch`` delete it; HTTP
-    refusals map to ``unauthorized`` / ``file_not_found`` / ``network_error``.
+    refusals map to ``auth_failed`` / ``file_not_found`` / ``network_error``.
     """
     label = label or dest.name
     partial, meta = partial_path(dest), _meta_path(dest)
@@ -434,7 +434,7 @@ def _http_error(response: httpx.Response, label: str) -> DownloadError:
             f"the server refused access to {label} (HTTP {status})",
             hint="for a gated or private repository, accept its terms on the website and log in"
             " (`hf auth login` or HF_TOKEN)",
-            code="unauthorized",
+            code="auth_failed",
         )
     if status == 404:
         return DownloadError(

@@ -294,7 +294,7 @@ def test_pick_gguf_without_selector_prefers_q4_0_after_q4_k_m() -> None:
     [
         (["m-Q8_0.gguf", "m-F16.gguf"], None, "ambiguous_file"),
         (["a-Q8_0.gguf", "b-Q8_0.gguf"], "Q8_0", "ambiguous_file"),
-        (NAMES, "Q6_K", "not_supported"),  # split files only
+        (NAMES, "Q6_K", "unsupported"),  # split files only
         (NAMES, "Q5_K_M", "file_not_found"),
         (NAMES, "F16", "file_not_found"),  # a projector is not a model
         (["README.md", "model.safetensors"], None, "file_not_found"),

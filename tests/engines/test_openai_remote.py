@@ -298,7 +298,7 @@ async def test_an_unreachable_endpoint_is_unreachable(http: httpx.AsyncClient, t
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     with pytest.raises(EngineUnavailable) as err:
         await engine("groq", GROQ_API_KEY=KEY).serve(make_ctx(http, tmp_path, base_url=url), resolve("groq:m"), None)
-    assert err.value.code == "unreachable"
+    assert err.value.code == "engine_unreachable"
     assert f"groq endpoint {url} is unreachable (ConnectError" in err.value.message
     assert KEY not in texts_of(err.value)
 
