@@ -103,3 +103,36 @@ async def test_a_runner_bug_ends_its_job_for_every_follower_and_the_daemon_lives
         assert (await d.client.get(f"/jobs/{job_id}")).json()["status"] == "failed"
         after = await d.prepare(f"fake-ok-{tag}-after")
         assert after[-1]["report"]["status"] == "ok"
+
+
+@pytest.mark.asyncio
+async def test_a_crash_the_machine_cannot_record_still_ends_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unit: when even the machine refuses to record the crash, followers get an error event
+    and the job is done (never a follower waiting forever)."""
+    from ltcai.daemon.jobs import Job
+
+    machine = PrepareMachine("job-x", "fake", "m")
+    machine.start()
+    job = Job(machine, None)
+
+    def broken(self: PrepareMachine, event: Any) -> Any:
+        raise IllegalTransition("the machine is broken too (injected)")
+
+    monkeypatch.setattr(PrepareMachine, "handle", broken)
+    job.end_after_crash(RuntimeError("the runner's bug"))
+    assert job.done.is_set()
+    followed = [event async for event in job.follow()]
+    assert followed[-1]["type"] == "error" and followed[-1]["error"]["code"] == "internal_error"
+
+
+@pytest.mark.asyncio
+async def test_a_crash_before_the_first_step_is_recorded_from_the_start() -> None:
+    from ltcai.daemon.jobs import Job
+
+    job = Job(PrepareMachine("job-y", "fake", "m"), None)
+    job.end_after_crash(RuntimeError("before start"))
+    report = job.machine.report
+    assert report is not None and report.status == "failed"
+    assert report.error is not None and (report.error.code, report.error.state) == ("internal_error", "resolving")
+    assert "RuntimeError: before start" in report.error.message
+    assert [e["type"] for e in job.events] == ["state", "report"]

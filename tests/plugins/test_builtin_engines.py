@@ -1,4 +1,8 @@
-"""The built-in engines are plain plugins in ``DEFAULT_PLUGINS``; each can be blocked by name."""
+"""The built-in engines are plain plugins in ``DEFAULT_PLUGINS``; each can be blocked by name.
+
+The expected modules and engines are written out here, not read from ``DEFAULT_PLUGINS``:
+a built-in dropped from that tuple must fail these tests, not shrink what they expect.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,20 @@ import pytest
 from ltcai.config.settings import load_settings
 from ltcai.plugins import DEFAULT_PLUGINS, build_plugin_host
 
-# MLX joins the built-ins in its own change; until then the others must be exactly these.
-LOCAL = {"llamacpp", "ollama", "vllm", "lmstudio"} | ({"mlx"} if "ltcai.engines.mlx" in DEFAULT_PLUGINS else set())
+BUILTIN_MODULES = (
+    "ltcai.engines.llamacpp",
+    "ltcai.engines.mlx",
+    "ltcai.engines.ollama",
+    "ltcai.engines.vllm",
+    "ltcai.engines.lmstudio",
+    "ltcai.engines.openai_remote",
+)
+LOCAL = {"llamacpp", "mlx", "ollama", "vllm", "lmstudio"}
 REMOTE = {"openai", "anthropic", "openrouter", "groq", "together"}
+
+
+def test_the_builtins_are_exactly_these_modules() -> None:
+    assert DEFAULT_PLUGINS == BUILTIN_MODULES
 
 
 def test_every_builtin_engine_is_registered() -> None:
@@ -23,7 +38,7 @@ def test_every_builtin_engine_is_registered() -> None:
         assert adapter.name == name and adapter.description, name
 
 
-@pytest.mark.parametrize("module_name", DEFAULT_PLUGINS)
+@pytest.mark.parametrize("module_name", BUILTIN_MODULES)
 def test_each_builtin_module_registers_its_engines_through_the_hook(module_name: str) -> None:
     registered: list[object] = []
     importlib.import_module(module_name).ltcai_register_engines(register=registered.append)

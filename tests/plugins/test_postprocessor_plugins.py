@@ -13,8 +13,8 @@ import pytest
 
 from ltcai.compat import POSTPROCESSORS, build_profile
 from ltcai.daemon.chat import postprocess_text
-from ltcai.errors import InvalidRequest
-from ltcai.plugins import build_plugin_host, hookimpl
+from ltcai.errors import InvalidRequest, PluginError
+from ltcai.plugins import PluginHost, build_plugin_host, hookimpl
 
 
 class _StepPlugin:
@@ -26,11 +26,13 @@ class _StepPlugin:
         register(self.name, self.step)
 
 
-def _host_with(*plugins: _StepPlugin):
-    host = build_plugin_host(builtin=(), load_entry_points=False)
+def _host_with(*plugins: _StepPlugin) -> PluginHost:
+    # build_plugin_host collects the registries at once; these plugins join its manager
+    # afterwards, so a fresh host over that manager collects them.
+    manager = build_plugin_host(builtin=(), load_entry_points=False).manager
     for plugin in plugins:
-        host.manager.register(plugin)
-    return host
+        manager.register(plugin)
+    return PluginHost(manager)
 
 
 def test_a_plugin_step_is_added_to_the_builtins() -> None:
@@ -62,7 +64,7 @@ def test_a_profile_may_name_builtin_and_plugin_steps_together() -> None:
     ],
 )
 def test_a_step_name_already_taken_is_refused(plugins: list[_StepPlugin], owner: str) -> None:
-    with pytest.raises(InvalidRequest) as info:
+    with pytest.raises(PluginError) as info:
         _host_with(*plugins).postprocessors()
-    assert info.value.code == "plugin_error"
+    assert info.value.code == "plugin_error" and not isinstance(info.value, InvalidRequest)
     assert owner in info.value.message
