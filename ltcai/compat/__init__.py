@@ -8,6 +8,7 @@
 """
 
 from ._answers import AnswerDelta, AnswerParts, AnswerStream, clean_answer
+from ._capabilities import CAPABILITY_KEYS, CAPABILITY_STATUSES, Capability
 from ._families import FAMILY_DEFAULTS, UNKNOWN_FAMILY, detect_family, family_defaults
 from ._generation import generation_params
 from ._harmony import (
@@ -50,6 +51,9 @@ from ._steps import (
 from ._streaming import StreamPostprocessor
 
 __all__ = [
+    "CAPABILITY_KEYS",
+    "CAPABILITY_STATUSES",
+    "Capability",
     "MARKER_CATALOGUE",
     "AnswerDelta",
     "AnswerParts",

@@ -37,6 +37,13 @@ from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from ..errors import InvalidRequest
+from ._capabilities import (
+    Capabilities,
+    capabilities_from_dict,
+    capabilities_to_dict,
+    untested_capabilities,
+    with_capability,
+)
 from ._families import UNKNOWN_FAMILY, detect_family, family_defaults
 from ._metadata import ModelMetadata, family_from_metadata, model_layer
 from ._overrides import LAYERED_FIELDS, coerce, normalize_overrides
@@ -109,6 +116,8 @@ class Profile:
     overrides: Mapping[str, Mapping[str, Any]] = field(
         default_factory=lambda: MappingProxyType({}), hash=False
     )
+    # What probes measured, per capability (untested until one ran); kept across rebuilds.
+    capabilities: Capabilities = field(default_factory=untested_capabilities, hash=False)
 
     @property
     def key(self) -> str:
@@ -137,6 +146,12 @@ class Profile:
             raise ValueError(f"quality_status must be one of {QUALITY_STATUSES}")
         return replace(self, **changes)
 
+    def with_capability(
+        self, key: str, status: str, reason: str, measured_at: str | datetime | None
+    ) -> Profile:
+        """A copy with one capability's verdict recorded (``chat``, ``stream``, ``tools``…)."""
+        return replace(self, capabilities=with_capability(self.capabilities, key, status, reason, measured_at))
+
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON form the daemon persists (lists for tuples, sorted-key friendly)."""
         return {
@@ -148,6 +163,7 @@ class Profile:
                 n: {"value": _jsonable(getattr(self, n)), "layer": self.layers[n]} for n in LAYERED_FIELDS
             },
             "state": {n: getattr(self, n) for n in STATE_FIELDS},
+            "capabilities": capabilities_to_dict(self.capabilities),
             "inputs": {
                 "metadata": self.metadata.to_dict() if self.metadata else None,
                 **{name: _jsonable(dict(self.overrides.get(name, {}))) for name in OVERRIDE_LAYERS},
@@ -194,6 +210,7 @@ def _profile_from_dict(data: Mapping[str, Any]) -> Profile:
         layers=MappingProxyType(layers),
         metadata=metadata,
         overrides=MappingProxyType(overrides),
+        capabilities=capabilities_from_dict(data.get("capabilities")),  # absent before they existed
     )
     return profile.with_state(**state)
 
@@ -290,7 +307,8 @@ def rebuild_profile(
     user_overrides: Mapping[str, Any] | None = _UNCHANGED,
     learned: Mapping[str, Any] | None = _UNCHANGED,
 ) -> Profile:
-    """Re-resolve ``profile`` with some layers replaced (config reload, new metadata); keeps state."""
+    """Re-resolve ``profile`` with some layers replaced (config reload, new metadata); keeps
+    state and measured capabilities."""
 
     def pick(new: Any, old: Any) -> Any:
         return old if new is _UNCHANGED else new
@@ -303,6 +321,7 @@ def rebuild_profile(
         user_overrides=pick(user_overrides, profile.overrides.get("user")),
         learned=pick(learned, profile.overrides.get("learned")),
     )
+    rebuilt = replace(rebuilt, capabilities=profile.capabilities)
     return rebuilt.with_state(**{n: getattr(profile, n) for n in STATE_FIELDS})
 
 
@@ -321,6 +340,8 @@ def learn_from_smoke(
 
     The marker is kept in the learned layer even when it already is a stop, so it survives
     a user ``stop`` that later replaces the list. ``last_test_error`` is None when usable.
+    A verdict (a ``reason``: the classifier always gives one) is the ``chat`` capability's
+    measurement; ``reason=None`` only learns the marker (the chat recovery path).
     """
     if verdict_status not in ("ok", "degraded", "failed"):
         raise ValueError(f"verdict status must be ok, degraded or failed, got {verdict_status!r}")
@@ -329,6 +350,8 @@ def learn_from_smoke(
         learned["extra_stop"] = merge_stops(learned.get("extra_stop", ()), (leaked_marker,))
         profile = rebuild_profile(profile, learned=learned)
     usable = verdict_status != "failed"
+    if reason is not None:
+        profile = profile.with_capability("chat", verdict_status, reason, validated_at)
     return profile.with_state(
         chat_compatible=usable,
         quality_status=verdict_status,

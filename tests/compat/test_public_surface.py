@@ -25,6 +25,8 @@ PUBLIC = {
     # clean answers: the chat path's entry points and the marker catalogue
     "AnswerDelta", "AnswerParts", "AnswerStream", "clean_answer", "MARKER_CATALOGUE",
     "TemplateMarkers",
+    # measured capabilities
+    "CAPABILITY_KEYS", "CAPABILITY_STATUSES", "Capability",
     # post-processing: markers, steps, streaming, harmony
     "BAD_MARKERS", "HARMONY_MARKERS", "USER_TURN_MARKERS", "POSTPROCESSORS", "apply_postprocess",
     "strip_role_tokens", "trim_after_user_marker", "StreamPostprocessor", "HarmonyDelta",
