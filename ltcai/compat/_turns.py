@@ -11,7 +11,8 @@ tokens and the stop sequences, the answer is read as:
 - the answer is cut at the first end-of-turn marker, the first marker of another turn's
   header, or the first stop sequence (ltcai enforces every stop itself, whatever the
   engine did with them);
-- reasoning blocks (``<think>…</think>``) go to the reasoning output, as they come;
+- reasoning blocks (``<think>…</think>``) go to the reasoning output, as they come,
+  trimmed, one block per line;
 - sequence starts (``<s>``) and the model's other control tokens are dropped;
 - anything else, look-alikes included (``<div>``, ``std::vector<int>``), is untouched.
 
@@ -141,7 +142,10 @@ class TurnCleaner:
     """The streaming cleaner: ``feed`` returns the content and reasoning that are final
     now, ``finish`` the rest. Fed the whole text once, it is :func:`clean_turn`."""
 
-    __slots__ = ("_markers", "_phase", "_pending", "_space", "_word", "_stripped", "_answered")
+    __slots__ = (
+        "_markers", "_phase", "_pending", "_space", "_word", "_stripped", "_answered",
+        "_thought", "_think_space", "_reasoned",
+    )  # fmt: skip
 
     def __init__(self, markers: TurnMarkers) -> None:
         self._markers = markers
@@ -151,6 +155,11 @@ class TurnCleaner:
         self._word = ""  # what followed an opener, while it could still be its role word
         self._stripped = False  # a marker was dropped before the answer began
         self._answered = False
+        # Reasoning is trimmed per block (blanks at a block's ends are template, not thought)
+        # and blocks are joined by a newline, as harmony's channels are.
+        self._thought = False  # the current block has emitted text
+        self._think_space = ""  # trailing blanks of the block, until more thought follows
+        self._reasoned = False  # any block has
 
     def feed(self, text: str) -> TurnParts:
         if self._phase == _BODY and not self._pending and self._markers.first.isdisjoint(text):
@@ -201,12 +210,24 @@ class TurnCleaner:
             if text:
                 content.append(text)
         elif phase == _THINK:
-            if text:
-                reasoning.append(text)
+            self._thinking(text, reasoning)
         elif phase == _ROLE:
             self._role_word(text, content, open_end=open_end)
         elif phase == _HEAD:
             self._head(text, content)
+
+    def _thinking(self, text: str, reasoning: list[str]) -> None:
+        if not self._thought:
+            text = text.lstrip()
+            if not text:
+                return
+            if self._reasoned:
+                text = "\n" + text
+        body = text.rstrip()
+        if body:
+            reasoning.append(self._think_space + body)
+            self._think_space, self._thought, self._reasoned = "", True, True
+        self._think_space += text[len(body) :]
 
     def _head(self, text: str, content: list[str]) -> None:
         body = text.lstrip()
@@ -238,10 +259,11 @@ class TurnCleaner:
         if phase == _THINK:
             if kind == THINK_CLOSE:
                 self._phase = _BODY if self._answered else _HEAD
+                self._thought, self._think_space = False, ""
             elif kind in (END, OPEN, HEADER):
                 self._phase = _DONE
             elif kind == STOP:
-                reasoning.append(marker)  # stops are about the answer, not the thinking
+                self._thinking(marker, reasoning)  # stops are about the answer, not the thinking
         elif phase == _BODY:
             if kind in (END, OPEN, HEADER, STOP):
                 self._phase = _DONE

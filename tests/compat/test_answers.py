@@ -68,7 +68,7 @@ SHAPES: list[tuple[str, str, str | None]] = [
     (f"{PARIS}<|END_OF_TURN_TOKEN|><|START_OF_TURN_TOKEN|><|USER_TOKEN|>And Germany?", PARIS, None),
     (f"<|start_of_role|>assistant<|end_of_role|>{PARIS}<|end_of_text|>", PARIS, None),
     # reasoning models
-    (f"<think>\nThe user asks for a capital.\n</think>\n\n{PARIS}", PARIS, "\nThe user asks for a capital.\n"),
+    (f"<think>\nThe user asks for a capital.\n</think>\n\n{PARIS}", PARIS, "The user asks for a capital."),
     (f"<|im_start|>assistant\n<think>A capital.</think>\n{PARIS}<|im_end|>", PARIS, "A capital."),
     # a leading role prefix, and look-alikes that must survive
     (f"assistant: {PARIS}", PARIS, None),

@@ -125,7 +125,8 @@ def test_look_alikes_and_plain_text_pass_unchanged(text: str) -> None:
     ("raw", "content", "reasoning"),
     [
         ("<think>2+2 is 4</think>\n\n4.", "4.", "2+2 is 4"),
-        ("<|im_start|>assistant\n<think>\nhm\n</think>\n4.<|im_end|>", "4.", "\nhm\n"),
+        ("<|im_start|>assistant\n<think>\nhm\n</think>\n4.<|im_end|>", "4.", "hm"),
+        ("<think> a \n b </think>4<think>\n\n</think><think> c</think>", "4", "a \n b\nc"),
         ("[THINK]hm[/THINK]4.", "4.", "hm"),
         ("<reason>the model's own tags</reason>4.", "4.", "the model's own tags"),
         ("Sure. <think>later</think> 4.", "Sure.  4.", "later"),
@@ -142,8 +143,8 @@ def test_reasoning_blocks_go_to_the_reasoning_output(raw: str, content: str, rea
 
 def test_reasoning_streams_as_it_comes_and_plain_text_at_once() -> None:
     cleaner = TurnCleaner(MARKERS)
-    assert cleaner.feed("<think>two and") == TurnParts("", "two and")
-    assert cleaner.feed(" two</think>Four") == TurnParts("Four", " two")
+    assert cleaner.feed("<think>two and ") == TurnParts("", "two and")
+    assert cleaner.feed("two</think>Four") == TurnParts("Four", " two")
     assert cleaner.feed(", surely") == TurnParts(", surely", "")
     assert cleaner.finish() == TurnParts("", "")
 
