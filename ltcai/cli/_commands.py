@@ -58,6 +58,8 @@ def _status(args: argparse.Namespace, ui: Renderer) -> int:
     ui.out.print(f"  engines:  {', '.join(status['engines']) or 'none'}")
     ui.out.print(f"  jobs:     {status['jobs_running']} running")
     ui.out.print(f"  models:   {len(status['models'])} served")
+    for warning in status.get("warnings", []):
+        ui.out.print(f"[yellow]warning:[/] {warning}", markup=True)
     return 0
 
 

@@ -33,6 +33,9 @@ class Settings:
     max_body_bytes: int = 1 << 20
     # ``host:port`` to also serve the API on loopback TCP (behind a bearer token).
     http: str | None = None
+    # Serve Ollama's /api on that TCP listener without the token, for Ollama clients that
+    # cannot send a header. Loopback only; ``ltcai status`` warns while it is on.
+    ollama_without_token: bool = False
     # Folders (besides ltcai's models dir and the HF cache) that local model paths may be in.
     model_dirs: tuple[str, ...] = ()
     # Plugins blocked by name (also LTCAI_DISABLE_PLUGINS, comma separated).

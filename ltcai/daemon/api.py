@@ -7,16 +7,13 @@ logged with its traceback in the daemon log and reaches the client only as
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
-import structlog
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -27,49 +24,19 @@ from ..core import explain_rows, profile_view, resolve_with_settings
 from ..errors import LtcaiError, NotFound
 from . import chat
 from .body import optional_bool, optional_str, read_json_object, required_str
+from .http_errors import error_body, exception_handlers, ndjson_stream
 from .in_flight import ending_use, enter_while_connected, take_keep_alive
+from .ollama_api import ollama_app
 from .openai_api import openai_routes
 from .preparing import start_or_join
 from .services import Services
+from .tcp_access import access_warnings
 from .validation import check_engine_takes, check_model_sees, parse_chat
 
 __all__ = ["build_app", "error_body", "exception_handlers"]
 
-log = structlog.get_logger(__name__)
-
-NDJSON = "application/x-ndjson"
-
-
-_OPENAI_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
-
-
-def error_body(code: str, message: str, hint: str | None, status: int, **extra: Any) -> dict[str, Any]:
-    """One error shape for every route: ours (code, message, hint) and OpenAI's (type, param)."""
-    kind = _OPENAI_ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return {"error": {"code": code, "message": message, "hint": hint, "type": kind, "param": None, **extra}}
-
-
-def error_response(error: LtcaiError) -> JSONResponse:
-    extra = {k: v for k, v in error.to_dict().items() if k not in ("code", "message", "hint")}
-    retry_after = getattr(error, "retry_after_s", None)  # TooBusy (429): when to come back
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse(
-        error_body(error.code, error.message, error.hint, error.http_status, **extra),
-        status_code=error.http_status,
-        headers=headers,
-    )
-
-
 def _ndjson(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    async def lines() -> AsyncIterator[bytes]:
-        try:
-            async for event in events:
-                yield json.dumps(event, ensure_ascii=False).encode() + b"\n"
-        except LtcaiError as exc:
-            # Headers are gone: the error travels as the stream's last event.
-            yield json.dumps({"type": "error", "error": exc.to_dict()}).encode() + b"\n"
-
-    return StreamingResponse(lines(), media_type=NDJSON)
+    return ndjson_stream(events, lambda exc: {"type": "error", "error": exc.to_dict()})
 
 
 def build_app(services: Services) -> Starlette:
@@ -88,6 +55,7 @@ def build_app(services: Services) -> Starlette:
                 "engines": sorted(services.plugins.engines()),
                 "jobs_running": len(running),
                 "models": [m.to_dict() for m in services.models.all()],
+                "warnings": access_warnings(settings),
             }
         )
 
@@ -245,25 +213,4 @@ def build_app(services: Services) -> Starlette:
         Route("/chat", chat_route, methods=["POST"]),
         Route("/logs", logs),
     ]
-    return Starlette(routes=routes + openai_routes(services), exception_handlers=exception_handlers())
-
-
-
-
-def exception_handlers() -> dict[Any, Any]:
-    async def on_ltcai_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, LtcaiError)
-        return error_response(exc)
-
-    async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        message = {404: f"no such endpoint: {request.method} {request.url.path}"}.get(exc.status_code, exc.detail)
-        return JSONResponse(error_body(code, message, "see `ltcai --help`", exc.status_code), status_code=exc.status_code)
-
-    async def on_bug(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error in the control API", path=request.url.path)
-        body = error_body("internal_error", "the daemon hit a bug handling this request", "the daemon log has the details", 500)
-        return JSONResponse(body, status_code=500)
-
-    return {LtcaiError: on_ltcai_error, HTTPException: on_http_error, Exception: on_bug}
+    return Starlette(routes=[*routes, *openai_routes(services), ollama_app(services)], exception_handlers=exception_handlers())

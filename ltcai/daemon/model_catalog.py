@@ -5,8 +5,9 @@ request for one that is not loaded prepares it just in time. Listed, first hit w
 
 1. the models loaded now (with their status);
 2. the aliases: the built-in ones whose files are here (``smollm2`` when its package is
-   installed) and the user's, on every registered engine they name (``engine:alias``
-   unless it is the default engine);
+   installed) and the user's, on every registered engine they name that an id can reach
+   (``engine:alias`` for a built-in engine that is not the default; a third-party
+   engine has no id prefix, so its aliases show once loaded);
 3. GGUF files in ltcai's models dir and the user's ``model_dirs`` (by absolute path);
 4. GGUF repositories in the Hugging Face cache (``org/repo``, or ``org/repo:QUANT``
    when it holds several).
@@ -25,7 +26,7 @@ from typing import Any
 import anyio
 from huggingface_hub import constants as hf_constants
 
-from ..compat import BUILTIN_ALIASES
+from ..compat import BUILTIN_ALIASES, normalize_engine
 from ..engines.base import RequestRules
 from ..engines.bundled import BUNDLED_MODELS, locate_bundled
 from ..errors import DownloadError
@@ -90,7 +91,8 @@ async def usable_models(services: Services) -> list[CatalogEntry]:
     )
     for alias, targets in aliases.items():
         for engine, target in targets.items():
-            if engine not in engines or (target in BUNDLED_MODELS and target not in found["bundled"]):
+            reachable = engine == default or normalize_engine(engine) == engine
+            if engine not in engines or not reachable or (target in BUNDLED_MODELS and target not in found["bundled"]):
                 continue
             name = alias if engine == default else f"{engine}:{alias}"
             entries.setdefault(name, CatalogEntry(

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..core import resolve_with_settings
 from ..engines import openai_client
 from ..engines.base import ChatRequest
 from ..errors import LtcaiError
@@ -27,10 +26,9 @@ from . import chat
 from .body import read_json_object
 from .embeddings import counted_usage, encode_base64
 from .engine_request import engine_params
-from .in_flight import ending_use, enter_while_connected, take_keep_alive
+from .in_flight import ending_use, take_keep_alive
+from .model_access import engine_of, ready_in_use
 from .model_catalog import usable_models
-from .models import LoadedModel
-from .preparing import ready_model
 from .services import Services
 from .validation import (
     check_engine_embeds,
@@ -42,39 +40,6 @@ from .validation import (
 )
 
 __all__ = ["openai_routes"]
-
-
-def _engine_of(services: Services, model: str) -> tuple[str, LoadedModel | None]:
-    """The engine that serves ``model`` and its served model if there is one.
-
-    A model already prepared is found by the id it was prepared with, whichever engine
-    that was (``ltcai prepare x --engine ollama`` then ``"model": "x"``); otherwise the
-    id resolves as usual (a provider prefix, or the default engine).
-    """
-    for loaded in services.models.all():
-        if model in (loaded.resolution.input_id, loaded.resolution.resolved_model):
-            return loaded.resolution.engine, loaded
-    resolution = resolve_with_settings(services.settings, services.plugins, model, None)
-    return resolution.engine, services.models.get(resolution.engine, resolution.resolved_model)
-
-
-def _model_key(services: Services, model: str) -> tuple[str, str]:
-    """(engine, resolved id) of ``model``: what its requests count against (lifecycle)."""
-    engine, loaded = _engine_of(services, model)
-    if loaded is not None:
-        return loaded.key
-    return engine, resolve_with_settings(services.settings, services.plugins, model, None).resolved_model
-
-
-async def _ready_model(services: Services, model: str) -> LoadedModel:
-    """The served model for ``model``, preparing it first if it is not ready."""
-    _engine, loaded = _engine_of(services, model)
-    if loaded is not None and loaded.ready:
-        return loaded
-    resolution = (
-        loaded.resolution if loaded is not None else resolve_with_settings(services.settings, services.plugins, model, None)
-    )
-    return await ready_model(services, resolution, requested=model)
 
 
 def _sse(data: dict[str, Any] | str) -> bytes:
@@ -110,18 +75,12 @@ def openai_routes(services: Services) -> list[Route]:
     async def chat_completions(request: Request) -> Response:
         body, keep_alive = take_keep_alive(await read_json_object(request, limit))
         call = parse_chat(body)
-        engine, _loaded = _engine_of(services, call.model)
+        engine, _loaded = engine_of(services, call.model)
         # Refused before a just-in-time prepare: no model is loaded for a request that cannot run.
         check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
-        # In flight from now: a model waited for (prepare, queue) is not idle.
-        use = services.lifecycle.begin(*_model_key(services, call.model), keep_alive)
-        try:
-            loaded = await _ready_model(services, call.model)
-            check_model_sees(call, call.model, vision=loaded.profile.vision)
-            await enter_while_connected(use, loaded, request)
-        except BaseException:
-            use.end()
-            raise
+        loaded, use = await ready_in_use(
+            services, request, call.model, keep_alive, lambda m: check_model_sees(call, call.model, vision=m.profile.vision)
+        )
         model = call.model
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
@@ -184,15 +143,9 @@ def openai_routes(services: Services) -> list[Route]:
     async def completions(request: Request) -> Response:
         body, keep_alive = take_keep_alive(await read_json_object(request, limit))
         call, prompt = parse_completion(body)
-        engine, _loaded = _engine_of(services, call.model)
+        engine, _loaded = engine_of(services, call.model)
         check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
-        use = services.lifecycle.begin(*_model_key(services, call.model), keep_alive)
-        try:
-            loaded = await _ready_model(services, call.model)
-            await enter_while_connected(use, loaded, request)
-        except BaseException:
-            use.end()
-            raise
+        loaded, use = await ready_in_use(services, request, call.model, keep_alive)
         completion_id = "cmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
         if call.stream:
@@ -239,12 +192,10 @@ def openai_routes(services: Services) -> list[Route]:
     async def embed(request: Request) -> Response:
         body, keep_alive = take_keep_alive(await read_json_object(request, limit))
         call = parse_embeddings(body)
-        engine, _loaded = _engine_of(services, call.model)
+        engine, _loaded = engine_of(services, call.model)
         check_engine_embeds(call, engine, services.engine(engine).request_rules)
-        use = services.lifecycle.begin(*_model_key(services, call.model), keep_alive)
+        loaded, use = await ready_in_use(services, request, call.model, keep_alive)
         try:
-            loaded = await _ready_model(services, call.model)
-            await enter_while_connected(use, loaded, request)
             answer = await openai_client.embeddings(services.chat_http, loaded.served, call.inputs, call.fields)
         finally:
             use.end()

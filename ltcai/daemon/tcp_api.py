@@ -1,7 +1,9 @@
-"""The OpenAI-compatible API on loopback TCP, behind the bearer token.
+"""The client APIs on loopback TCP, behind the bearer token: OpenAI's ``/v1`` and Ollama's ``/api``.
 
-Only the ``/v1`` routes are served on TCP: job control stays on the Unix socket, where
-the peer's uid is known. Binding a non-loopback address needs an explicit opt-in.
+Job control stays on the Unix socket, where the peer's uid is known. Binding a
+non-loopback address needs an explicit opt-in; so does serving ``/api`` to Ollama
+clients that cannot send the token (``ollama_without_token``, loopback only, see
+:mod:`.tcp_access`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from starlette.applications import Starlette
 
 from ..config.token import token_matches
 from ..errors import InvalidRequest
-from .api import error_body, exception_handlers
+from .http_errors import error_body, exception_handlers, ollama_error_body
+from .ollama_api import ollama_app
 from .openai_api import openai_routes
 from .services import Services
+from .tcp_access import OPEN_PREFIX, ollama_open
 
 __all__ = ["bind_tcp", "build_tcp_app", "parse_bind"]
 
@@ -58,20 +62,26 @@ def bind_tcp(value: str, *, allow_remote: bool) -> socket.socket:
 
 
 class _BearerAuth:
-    """Pure ASGI: a missing or wrong token gets an OpenAI-shaped 401 before routing."""
+    """Pure ASGI: a missing or wrong token gets a 401 before routing, in the shape of the
+    client's API (OpenAI's error object, or Ollama's ``{"error": …}`` on ``/api``)."""
 
-    def __init__(self, app: Any, token: str) -> None:
+    def __init__(self, app: Any, token: str, *, ollama_open: bool = False) -> None:
         self.app = app
         self.token = token
+        self.ollama_open = ollama_open
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
             headers = dict(scope.get("headers") or [])
             authorization = headers.get(b"authorization", b"").decode("latin-1") or None
-            if not token_matches(self.token, authorization):
-                body = json.dumps(
-                    error_body("invalid_api_key", "missing or wrong bearer token", "`ltcai token` prints it", 401)
-                ).encode()
+            ollama = scope.get("path", "").startswith(OPEN_PREFIX)
+            if not (ollama and self.ollama_open) and not token_matches(self.token, authorization):
+                message, hint = "missing or wrong bearer token", "`ltcai token` prints it"
+                error = (
+                    ollama_error_body("invalid_api_key", message, hint) if ollama
+                    else error_body("invalid_api_key", message, hint, 401)
+                )
+                body = json.dumps(error).encode()
                 await send({"type": "http.response.start", "status": 401, "headers": [
                     (b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
                 await send({"type": "http.response.body", "body": body})
@@ -80,5 +90,10 @@ class _BearerAuth:
 
 
 def build_tcp_app(services: Services, token: str) -> Any:
-    app = Starlette(routes=openai_routes(services), exception_handlers=exception_handlers())
-    return _BearerAuth(app, token)
+    settings = services.settings
+    host = parse_bind(settings.http)[0] if settings.http else "127.0.0.1"
+    open_api = ollama_open(settings, loopback=_is_loopback(host))
+    if open_api:
+        log.warning("Ollama's /api answers on TCP without the token", address=settings.http)
+    app = Starlette(routes=[*openai_routes(services), ollama_app(services)], exception_handlers=exception_handlers())
+    return _BearerAuth(app, token, ollama_open=open_api)

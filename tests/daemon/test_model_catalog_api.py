@@ -33,7 +33,7 @@ def test_models_lists_aliases_files_the_hf_cache_and_what_is_loaded(start_daemon
     first = _gguf(extra / "big-00001-of-00002.gguf")
     daemon = start_daemon(
         {"HF_HUB_CACHE": str(cache)},
-        config=f'model_dirs = ["{extra}"]\n[aliases]\nmyfake = {{ fake = "fake-ok-aliased" }}\n',
+        config=f'model_dirs = ["{extra}"]\n[aliases]\npal = {{ ollama = "llama3.2:1b", fake = "fake-ok-aliased" }}\n',
     )
     ours = _gguf(daemon.data_dir / "models" / "ours.gguf")
     daemon.prepare("fake-ok-loaded")
@@ -45,8 +45,9 @@ def test_models_lists_aliases_files_the_hf_cache_and_what_is_loaded(start_daemon
 
     loaded = models["fake-ok-loaded"]
     assert loaded["loaded"] is True and loaded["status"] == "ready" and loaded["engine"] == "fake"
-    assert models["fake:myfake"] == {**models["fake:myfake"], "engine": "fake", "loaded": False, "status": "available",
-                                     "source": "alias", "resolved_model": "fake-ok-aliased"}  # fmt: skip
+    assert models["ollama:pal"] == {**models["ollama:pal"], "engine": "ollama", "loaded": False, "status": "available",
+                                     "source": "alias", "resolved_model": "llama3.2:1b"}  # fmt: skip
+    assert not [m for m in models if "pal" in m and m != "ollama:pal"]  # a plugin engine has no id prefix
     assert models["acme/tiny-GGUF:Q4_K_M"]["source"] == "hf_cache"
     assert models["acme/tiny-GGUF:Q8_0"]["path"].endswith("tiny-Q8_0.gguf")
     assert models["acme/solo-GGUF"]["engine"] == "llamacpp"

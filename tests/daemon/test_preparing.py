@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-import ltcai.daemon.openai_api as openai_api
+import ltcai.daemon.model_access as model_access
 
 MESSAGES = [{"role": "user", "content": "2+2?"}]
 
 
 @pytest.fixture(name="fake_openai")
 def _on_the_fake_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    resolve = openai_api.resolve_with_settings
+    resolve = model_access.resolve_with_settings  # how /v1 and /api resolve a model
     monkeypatch.setattr(
-        openai_api, "resolve_with_settings", lambda settings, plugins, model, engine: resolve(settings, plugins, model, engine or "fake")
+        model_access, "resolve_with_settings", lambda settings, plugins, model, engine: resolve(settings, plugins, model, engine or "fake")
     )
 
 
