@@ -216,3 +216,17 @@ def test_the_token_free_opt_in_is_refused_off_loopback():
         ollama_open(settings, loopback=False)
     assert "loopback only" in refused.value.message
     assert ollama_open(settings, loopback=True) is True
+
+
+def test_reasoning_is_thinking_when_asked(daemon, client, tag):
+    """Post-processing's ``reasoning`` is Ollama's ``thinking`` with ``think``; never in content."""
+    model = f"fake-think-api-{tag}"
+    daemon.prepare(model)
+    ask = [{"role": "user", "content": "2+2?"}]
+    thought = client.chat(model=model, messages=ask, think=True)
+    assert thought.message.thinking == "Two and two make four." and thought.message.content == "2 + 2 = 4."
+    plain = client.chat(model=model, messages=ask)
+    assert plain.message.thinking is None and plain.message.content == "2 + 2 = 4."
+    parts = list(client.generate(model=model, prompt="2+2?", think=True, stream=True))
+    assert "".join(p.thinking or "" for p in parts) == "Two and two make four."
+    assert "".join(p.response for p in parts) == "2 + 2 = 4."

@@ -181,3 +181,16 @@ def test_embeddings_float_and_base64_and_a_model_that_cannot_embed(daemon, sdk, 
     with pytest.raises(openai.BadRequestError) as refused:
         sdk.embeddings.create(model=mute, input="x")
     assert refused.value.body["code"] == "model_cannot_embed" and mute in refused.value.body["message"]
+
+
+def test_reasoning_is_reasoning_content_on_v1(daemon, sdk, tag):
+    """A ``<think>`` block (post-processing's ``reasoning``) is OpenAI's ``reasoning_content``."""
+    model = f"fake-think-v1-{tag}"
+    daemon.prepare(model)
+    answer = sdk.chat.completions.create(model=model, messages=ASK)
+    assert answer.choices[0].message.content == "2 + 2 = 4."
+    assert answer.choices[0].message.model_extra["reasoning_content"] == "Two and two make four."
+    chunks = list(sdk.chat.completions.create(model=model, messages=ASK, stream=True))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas) == "Two and two make four."
+    assert "".join(d.content or "" for d in deltas) == "2 + 2 = 4."
