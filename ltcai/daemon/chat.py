@@ -32,6 +32,7 @@ from ..errors import ChatError, Conflict
 from .engine_request import engine_params
 from .models import LoadedModel
 from .services import Services
+from .tool_emulation import emulated_call, template_has_tools, tool_calls_in
 from .validation import ChatCall
 
 __all__ = [
@@ -186,8 +187,26 @@ def _message_of(answer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return choice, choice.get("message") or {}
 
 
+def _emulates_tools(services: Services, loaded: LoadedModel, call: ChatCall) -> bool:
+    """Tools asked of a model whose template has none, on an engine that renders only the
+    template's: ltcai states and constrains them itself (``tool_emulation``)."""
+    rules = services.engine(loaded.served.engine).request_rules
+    return call.wants_tools and rules.template_tools and not template_has_tools(loaded.profile.chat_template)
+
+
 async def chat_once(services: Services, loaded: LoadedModel | None, call: ChatCall) -> ChatAnswer:
+    """One answer. Tool calls come back as ``tool_calls``: the engine's, or ones the model
+    wrote as text (JSON, fenced, ``<tool_call>``), which are never shown as content."""
     loaded = _require_ready(loaded, call.model)
+    answer = await _answer(services, loaded, emulated_call(call) if _emulates_tools(services, loaded, call) else call)
+    if call.wants_tools and not answer.tool_calls:
+        written = tool_calls_in(answer.content, call.fields["tools"])
+        if written:
+            answer = replace(answer, content="", tool_calls=written, finish_reason="tool_calls")
+    return answer
+
+
+async def _answer(services: Services, loaded: LoadedModel, call: ChatCall) -> ChatAnswer:
     request, stops = _request(services, loaded, call, call.overrides)
     answer = await openai_client.chat_completion(services.chat_http, loaded.served, request)
     choice, message = _message_of(answer)
@@ -268,6 +287,14 @@ async def chat_stream(services: Services, loaded: LoadedModel | None, call: Chat
     Recovery happens only when nothing was sent (a tool call counts as sent).
     """
     loaded = _require_ready(loaded, call.model)
+    if _emulates_tools(services, loaded, call):  # the call is known only once the answer is whole
+        answer = await chat_once(services, loaded, call)
+        for delta in _answer_deltas(answer):
+            yield delta
+        yield {"finish_reason": answer.finish_reason or "stop"}
+        if call.include_usage:
+            yield {"usage": answer.usage or _counted_usage(1)}
+        return
     request, stops = _request(services, loaded, call, call.overrides)
     engine = openai_client.stream_chat_completion(services.chat_http, loaded.served, request, include_usage=call.include_usage)
     seen = _Streamed()
@@ -276,12 +303,8 @@ async def chat_stream(services: Services, loaded: LoadedModel | None, call: Chat
     if not seen.sent and not classify_answer("".join(seen.raw), check_expected_result=False).usable:
         retry = replace(call, overrides=dict(call.overrides, temperature=_RECOVERY_TEMPERATURE))
         answer = await chat_once(services, loaded, retry)
-        if answer.reasoning:
-            yield {"reasoning": answer.reasoning}
-        if answer.content:
-            yield {"content": answer.content}
-        if answer.tool_calls:
-            yield {"tool_calls": [dict(c, index=i) for i, c in enumerate(answer.tool_calls)]}
+        for delta in _answer_deltas(answer):
+            yield delta
         seen.finish_reason, seen.usage = answer.finish_reason, answer.usage or seen.usage
     yield {"finish_reason": seen.finish_reason or "stop"}
     if call.include_usage:
@@ -303,6 +326,18 @@ async def completion_stream(
     yield {"finish_reason": seen.finish_reason or "stop"}
     if call.include_usage:
         yield {"usage": seen.usage or _counted_usage(seen.engine_chunks)}
+
+
+def _answer_deltas(answer: ChatAnswer) -> list[dict[str, Any]]:
+    """A whole answer as the deltas a stream would have carried."""
+    deltas: list[dict[str, Any]] = []
+    if answer.reasoning:
+        deltas.append({"reasoning": answer.reasoning})
+    if answer.content:
+        deltas.append({"content": answer.content})
+    if answer.tool_calls:
+        deltas.append({"tool_calls": [dict(c, index=i) for i, c in enumerate(answer.tool_calls)]})
+    return deltas
 
 
 def _counted_usage(engine_chunks: int) -> dict[str, Any]:

@@ -166,6 +166,9 @@ class RequestRules:
     that refuse the older ``max_tokens``.
     ``embeddings``: whether the server answers ``POST /embeddings`` (whether a given
     model embeds is the server's to say); ``dimensions`` is taken where ``fields`` has it.
+    ``template_tools``: the server renders tools only through the model's chat template
+    (llama-server ``--jinja``): for a model whose template has none, ltcai states the
+    tools in the prompt and constrains the call itself (``daemon.tool_emulation``).
     """
 
     fields: frozenset[str] | None = None
@@ -173,6 +176,7 @@ class RequestRules:
     max_stop: int | None = None
     max_tokens_name: str = "max_tokens"
     embeddings: bool = True
+    template_tools: bool = False
 
 
 @dataclass(frozen=True)

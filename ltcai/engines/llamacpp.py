@@ -72,7 +72,7 @@ class LlamaCppEngine(EngineAdapter):
     request_rules = RequestRules(fields=frozenset({
         "tools", "tool_choice", "parallel_tool_calls", "response_format", "logprobs", "top_logprobs",
         "presence_penalty", "frequency_penalty", "logit_bias", "seed", "user",
-    }))
+    }), template_tools=True)
 
     def __init__(self) -> None:
         self._verified: set[tuple] = set()  # files already hashed, see gguf_files.verify_file

@@ -255,6 +255,10 @@ def _example(schema: Any) -> Any:
     if not isinstance(schema, dict):
         return "4"
     kind = schema.get("type")
+    if "const" in schema:
+        return schema["const"]
+    if "anyOf" in schema:
+        return _example(schema["anyOf"][0])
     if "enum" in schema:
         return schema["enum"][0]
     if kind == "object" or "properties" in schema:

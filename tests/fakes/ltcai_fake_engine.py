@@ -57,6 +57,7 @@ from ltcai.engines.base import (
     EngineContext,
     InstallResult,
     LoadResult,
+    RequestRules,
     ServedModel,
 )
 from ltcai.errors import DownloadError, EngineError, EngineUnavailable, ServerStartError
@@ -155,6 +156,9 @@ class FakeEngine(EngineAdapter):
 
     name = "fake"
     description = "FAKE engine for tests: behaviour chosen by the model id"
+    # Tools through the model's template, as llama-server: a profile whose chat_template has
+    # no tools gets ltcai's emulation (the fakes' profiles have no template: native).
+    request_rules = RequestRules(template_tools=True)
 
     async def check(self, ctx: EngineContext) -> EngineCheck:
         behaviour = Behaviour.from_model(_model_of(ctx))
