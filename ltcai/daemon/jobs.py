@@ -39,6 +39,10 @@ class Job:
         self.machine = machine
         self.resolution = resolution
         self.events: list[dict[str, Any]] = []
+        # Events saved but not yet published (``stage``/``publish_staged``): a kill -9 right
+        # after a follower saw a state must not restore the job in the state before.
+        self.staged: list[dict[str, Any]] = []
+        self.persist_lock = anyio.Lock()
         self.done = anyio.Event()
         self._changed = anyio.Event()
         self.cancel_requested = False
@@ -59,18 +63,28 @@ class Job:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
+    def stage(self, *events: dict[str, Any]) -> None:
+        """Hold ``events`` back until ``publish_staged``; every save from now on includes them."""
+        self.staged.extend(events)
+
+    def publish_staged(self) -> None:
+        events, self.staged = self.staged, []
+        for event in events:
+            self.publish(event)
+
+    def transition_event(self, transition: Transition) -> dict[str, Any]:
+        return {
+            "type": "state",
+            "job_id": self.id,
+            # The message tells how ``from`` ended (or, for the first event, what starts).
+            "from": transition.source.value if transition.source else None,
+            "state": transition.target.value,
+            "message": transition.message,
+            "time": transition.time,
+        }
+
     def publish_transition(self, transition: Transition) -> None:
-        self.publish(
-            {
-                "type": "state",
-                "job_id": self.id,
-                # The message tells how ``from`` ended (or, for the first event, what starts).
-                "from": transition.source.value if transition.source else None,
-                "state": transition.target.value,
-                "message": transition.message,
-                "time": transition.time,
-            }
-        )
+        self.publish(self.transition_event(transition))
 
     def publish_progress(
         self, message: str, done: float | None, total: float | None, unit: str | None
@@ -92,10 +106,13 @@ class Job:
             }
         )
 
-    def finish(self) -> None:
+    def report_event(self) -> dict[str, Any]:
         report = self.machine.report
         assert report is not None
-        self.publish({"type": "report", "job_id": self.id, "report": report.to_dict(), "time": time.time()})
+        return {"type": "report", "job_id": self.id, "report": report.to_dict(), "time": time.time()}
+
+    def finish(self) -> None:
+        self.publish(self.report_event())
         self.done.set()
 
     def end_after_crash(self, exc: Exception) -> None:
@@ -103,6 +120,7 @@ class Job:
         and the final event published, so every follower gets an end."""
         if self.done.is_set():
             return
+        self.staged.clear()  # saved, perhaps, but never told: the end told below replaces them
         machine = self.machine
         try:
             if not machine.state.is_terminal:
@@ -258,14 +276,18 @@ class JobManager:
         await self._persist(job)
 
     async def _persist(self, job: Job) -> None:
-        document = {
-            "machine": job.machine.snapshot(),
-            "resolution": job.resolution.to_dict() if job.resolution else None,
-            "created_at": job.created_at,
-            # Progress events are transient; the state events and the report are the story.
-            "events": [e for e in job.events if e.get("type") != "progress"],
-        }
-        await self.store.save(f"jobs/{job.id}", document)
+        # One write at a time per job, each built when its turn comes: a slow write of an
+        # older record can never land after a newer one. Staged events (about to be
+        # published) are saved too, so whatever a follower has seen is on disk.
+        async with job.persist_lock:
+            document = {
+                "machine": job.machine.snapshot(),
+                "resolution": job.resolution.to_dict() if job.resolution else None,
+                "created_at": job.created_at,
+                # Progress events are transient; the state events and the report are the story.
+                "events": [e for e in (*job.events, *job.staged) if e.get("type") != "progress"],
+            }
+            await self.store.save(f"jobs/{job.id}", document)
 
     async def _prune(self) -> None:
         finished = sorted((j for j in self.jobs.values() if j.done.is_set()), key=lambda j: j.created_at)

@@ -73,9 +73,11 @@ async def run_prepare(services: Services, job: Job) -> None:
     action: Action = job.machine.start()
     try:
         while isinstance(action, RunStep):
-            job.publish_transition(action.transition)
-            log.info("prepare state", state=action.state.value, message=action.transition.message)
+            # On disk before any follower hears of it (Job.stage).
+            job.stage(job.transition_event(action.transition))
             await services.jobs.persist(job)
+            job.publish_staged()
+            log.info("prepare state", state=action.state.value, message=action.transition.message)
             event = await _run_step(work, action.state, stall_s)
             action = job.machine.handle(event)
         # The machine has decided; only now does a chat-ready model join the registry, before
@@ -88,9 +90,13 @@ async def run_prepare(services: Services, job: Job) -> None:
         with anyio.CancelScope(shield=True):
             await _cleanup(work)
     if action.transition is not None:
-        job.publish_transition(action.transition)
-        log.info("prepare finished", state=action.state.value, message=action.transition.message)
-    job.finish()
+        job.stage(job.transition_event(action.transition))
+    job.stage(job.report_event())
+    with anyio.CancelScope(shield=True):
+        await services.jobs.persist(job)
+    job.publish_staged()
+    log.info("prepare finished", state=action.state.value, message=job.machine.message)
+    job.done.set()
 
 
 def _register(work: _Work, finish: Finish) -> None:
