@@ -125,3 +125,28 @@ def test_a_model_that_cannot_be_prepared_is_a_clear_error(tcp_daemon: tuple[Runn
         client.chat.completions.create(model="/nonexistent/x.gguf", messages=[{"role": "user", "content": "hi"}])
     assert failure.value.status_code == 400
     assert failure.value.body["code"] == "invalid_model_id"
+
+
+def test_json_usage_and_completions_stream_with_the_real_engine(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
+    """response_format reaches llama.cpp's grammar; streamed usage is real; /v1/completions streams."""
+    _daemon, base_url, token = tcp_daemon
+    client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=180)
+    structured = client.chat.completions.create(
+        model="smollm2", max_tokens=300, response_format={"type": "json_object"},
+        messages=[{"role": "user", "content": "Give a JSON object with a key answer for 2+2."}],
+    )  # fmt: skip
+    assert structured.choices[0].finish_reason == "stop", structured.choices[0].message.content
+    assert isinstance(json.loads(structured.choices[0].message.content), dict)
+
+    chunks = list(client.chat.completions.create(
+        model="smollm2", max_tokens=30, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Name three colors."}],
+    ))  # fmt: skip
+    usage = chunks[-1].usage
+    assert chunks[-1].choices == [] and usage is not None and usage.completion_tokens > 0
+    streamed = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(streamed) > 1
+
+    pieces = list(client.completions.create(model="smollm2", prompt="The sky is", max_tokens=12, stream=True))
+    text = "".join(p.choices[0].text for p in pieces if p.choices)
+    assert len([p for p in pieces if p.choices and p.choices[0].text]) > 1 and text.strip()
