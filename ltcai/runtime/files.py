@@ -10,7 +10,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "ensure_private_dir"]
+__all__ = ["append_all", "atomic_write_bytes", "ensure_private_dir", "open_for_append"]
 
 
 def ensure_private_dir(path: Path) -> Path:
@@ -44,3 +44,15 @@ def atomic_write_bytes(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def open_for_append(path: Path) -> int:
+    """A file descriptor appending to ``path`` (created 0600): a log only its user reads."""
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+
+def append_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``: ``os.write`` may take only part of it."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

@@ -38,7 +38,7 @@ import anyio
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .files import ensure_private_dir
+from .files import append_all, ensure_private_dir, open_for_append
 
 __all__ = ["MAX_LINE_CHARS", "LineSplitter", "OnLine", "ProcessHandle", "Spawner", "signal_group", "spawn_process"]
 
@@ -308,8 +308,8 @@ class ProcessHandle:
                     if not failed:
                         try:
                             if fd is None:
-                                fd = await anyio.to_thread.run_sync(_open_log, self.log_path)
-                            await anyio.to_thread.run_sync(_write_all, fd, b"".join(batch))
+                                fd = await anyio.to_thread.run_sync(open_for_append, self.log_path)
+                            await anyio.to_thread.run_sync(append_all, fd, b"".join(batch))
                         except Exception:
                             failed = True
                             log.exception(
@@ -374,16 +374,6 @@ async def _connect_reader(read_fd: int) -> tuple[asyncio.StreamReader, asyncio.R
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
     )
     return reader, transport
-
-
-def _open_log(path: Path) -> int:
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def signal_group(pid: int, sig: int) -> None:

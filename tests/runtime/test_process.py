@@ -166,14 +166,14 @@ async def test_the_log_is_written_off_the_event_loop_which_keeps_running(
     """A slow disk (each write takes 0.5 s) slows the log, never the event loop."""
     loop_thread = threading.get_ident()
     writer_threads: set[int] = set()
-    real_write_all = process_module._write_all
+    real_write_all = process_module.append_all
 
     def slow_write_all(fd: int, data: bytes) -> None:
         writer_threads.add(threading.get_ident())
         time.sleep(0.5)
         real_write_all(fd, data)
 
-    monkeypatch.setattr(process_module, "_write_all", slow_write_all)
+    monkeypatch.setattr(process_module, "append_all", slow_write_all)
     longest_gap = 0.0
 
     async def tick(stop: anyio.Event) -> None:
@@ -204,7 +204,7 @@ async def test_a_log_that_cannot_be_written_is_reported_and_the_child_still_runs
     def disk_full(fd: int, data: bytes) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(process_module, "_write_all", disk_full)
+    monkeypatch.setattr(process_module, "append_all", disk_full)
     with structlog.testing.capture_logs() as logs, anyio.fail_after(30):
         async with watched(tmp_path, FLOOD) as child:
             assert await child.wait() == 0
