@@ -8,8 +8,9 @@ anything runs:
   KV heads × (K width + V width) × 2 bytes (f16 cache) per token, × ``n_ctx`` tokens;
 - other weights (an MLX or vLLM folder, a fake's byte count): their size on disk;
 - plus the engine's own overhead (``ENGINE_OVERHEAD_BYTES``): the server process and its
-  compute buffers. Measured for llama.cpp on this project's models: llama_cpp.server with
-  SmolLM2-135M at n_ctx 4096 holds ~330 MiB RSS, of which ~195 MiB are weights + KV.
+  compute buffers. Measured for llama.cpp: llama_cpp.server with SmolLM2-135M at n_ctx
+  4096, after a chat, holds 327 MiB RSS; the estimate is 343 MiB (93 MiB weights + 90 MiB
+  KV cache + 160 MiB overhead).
 
 Models whose memory is another program's (Ollama, LM Studio, a remote API: no engine
 process of ltcai's) are not counted: there is nothing ltcai could evict to make room.

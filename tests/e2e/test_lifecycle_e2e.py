@@ -1,0 +1,143 @@
+"""Model lifecycle with REAL llama.cpp server processes and the real SmolLM2 model.
+
+Two models are two real engine processes: ``smollm2`` (the bundled file) and a copy of
+that file under the data dir's models folder (another id, another server). Gemma 3 270M
+cannot be the second: its smoke test honestly fails, so it never becomes a loaded model.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from ltcai.daemon.memory import estimate_need
+from ltcai.engines.base import DownloadResult
+from ltcai.engines.bundled import BUNDLED_MODELS, locate_bundled
+
+from .conftest import RunningDaemon, pid_alive, serving
+
+pytestmark = pytest.mark.e2e
+
+_PROMPT = "Count from one to twenty in words."
+
+
+def _bundled_smollm2() -> Path:
+    (bundled,) = BUNDLED_MODELS.values()
+    return locate_bundled(bundled).path
+
+
+def _copy_of_smollm2(root: Path) -> str:
+    """SmolLM2 again under another id: the data dir's models folder is an allowed root."""
+    target = root / "data" / "models" / "smollm2-copy.gguf"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_bundled_smollm2(), target)
+    return str(target)
+
+
+def _models(daemon: RunningDaemon) -> dict[str, dict[str, Any]]:
+    return {m["input_id"]: m for m in daemon.client().get("/models")["models"]}
+
+
+def _wait_until(condition: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"not within {timeout} s: {condition}"
+        time.sleep(0.05)
+    return value
+
+
+def _raw_client(daemon: RunningDaemon) -> httpx.Client:
+    """Status codes and headers as they are (the CLI's client turns errors into exceptions)."""
+    return httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)), base_url="http://ltcai", timeout=300)
+
+
+def _stream(daemon: RunningDaemon, model: str, **body: Any) -> list[dict[str, Any]]:
+    request = {"model": model, "prompt": _PROMPT, "max_tokens": 48, "temperature": 0, "stream": True, **body}
+    return list(daemon.client(timeout=300).stream("POST", "/chat", request))
+
+
+def test_keep_alive_unloads_an_idle_model_and_v1_brings_it_back(llamacpp_installed: None, daemon_root: Path) -> None:
+    with serving(daemon_root, {"LTCAI_KEEP_ALIVE": "2s"}) as daemon:
+        assert daemon.prepare("smollm2")["state"] == "ready"
+        ready_at = time.monotonic()
+        pid = _models(daemon)["smollm2"]["pid"]
+        _wait_until(lambda: not pid_alive(pid), timeout=20)
+        assert time.monotonic() - ready_at >= 1.9
+        assert _models(daemon) == {}
+
+        # The OpenAI route prepares it again just in time; a stream whose keep_alive (0)
+        # runs out while it is still going is never cut, and the model goes after it.
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 16}
+        with _raw_client(daemon) as raw:
+            answer = raw.post("/v1/chat/completions", json=body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["choices"][0]["message"]["content"].strip()
+        again = _models(daemon)["smollm2"]["pid"]
+        assert again != pid and pid_alive(again)
+        events = _stream(daemon, "smollm2", keep_alive=0)
+        assert events[-1].get("finish_reason") in ("stop", "length"), events[-1]  # a whole answer, not cut
+        assert "".join(e.get("content", "") for e in events).strip()
+        _wait_until(lambda: not pid_alive(again), timeout=20)
+
+
+def test_max_loaded_models_one_a_second_model_evicts_the_first(llamacpp_installed: None, daemon_root: Path) -> None:
+    copy = _copy_of_smollm2(daemon_root)
+    with serving(daemon_root, {"LTCAI_MAX_LOADED_MODELS": "1"}) as daemon:
+        assert daemon.prepare("smollm2")["state"] == "ready"
+        first = _models(daemon)["smollm2"]["pid"]
+        assert daemon.prepare(copy)["state"] == "ready"
+        assert set(_models(daemon)) == {copy}
+        assert not pid_alive(first)
+        assert pid_alive(_models(daemon)[copy]["pid"])
+
+
+def test_a_budget_for_one_model_evicts_the_idle_one_and_refuses_while_it_streams(llamacpp_installed: None, daemon_root: Path) -> None:
+    copy = _copy_of_smollm2(daemon_root)
+    path = _bundled_smollm2()
+    need = anyio.run(estimate_need, "llamacpp", DownloadResult(str(path), False, path.stat().st_size), {})
+    assert need is not None
+    budget = int(need.total * 1.5)  # one fits, two do not
+    with serving(daemon_root, {"LTCAI_MEMORY_BUDGET": str(budget)}) as daemon:
+        assert daemon.prepare("smollm2")["state"] == "ready"
+        listed = _models(daemon)["smollm2"]
+        assert listed["memory"]["estimated"]["total"] == need.total
+        # The estimate is close to what the real server holds (measured: 343 vs 327 MiB).
+        assert 0.7 < listed["memory"]["rss"] / need.total < 1.3, listed["memory"]
+        first = listed["pid"]
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            streaming = pool.submit(_stream, daemon, "smollm2", max_tokens=200)
+            _wait_until(lambda: _models(daemon)["smollm2"]["in_flight"] == 1)
+            refused = daemon.prepare(copy)
+            events = streaming.result(timeout=300)
+        assert refused["error"]["code"] == "not_enough_memory", refused
+        assert "after unloading 0 idle models; 1 busy" in refused["error"]["message"]
+        assert events[-1].get("finish_reason"), events[-1]  # the stream was never cut
+        assert pid_alive(first) and set(_models(daemon)) == {"smollm2"}
+
+        assert daemon.prepare(copy)["state"] == "ready"  # now idle: smollm2 is evicted
+        assert not pid_alive(first) and set(_models(daemon)) == {copy}
+
+
+def test_the_queue_answers_429_past_max_queue(llamacpp_installed: None, daemon_root: Path) -> None:
+    with serving(daemon_root, {"LTCAI_MAX_QUEUE": "1"}) as daemon:
+        assert daemon.prepare("smollm2")["state"] == "ready"
+        slots = _models(daemon)["smollm2"]["slots"]
+        held = slots + 1  # every slot busy, one waiting in the queue
+        with concurrent.futures.ThreadPoolExecutor(max_workers=held) as pool:
+            streams = [pool.submit(_stream, daemon, "smollm2", max_tokens=120) for _ in range(held)]
+            _wait_until(lambda: (lambda m: m["busy"] == slots and m["queued"] == 1)(_models(daemon)["smollm2"]))
+            with _raw_client(daemon) as raw:
+                refused = raw.post("/chat", json={"model": "smollm2", "prompt": "hi"})
+            answers = [s.result(timeout=300) for s in streams]
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "too_busy"
+        assert int(refused.headers["retry-after"]) >= 1
+        assert all(a[-1].get("finish_reason") for a in answers)  # the queued one ran too
