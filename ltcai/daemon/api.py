@@ -26,6 +26,7 @@ from . import chat
 from .body import optional_bool, optional_str, read_json_object, required_str
 from .http_errors import error_body, exception_handlers, ndjson_stream
 from .in_flight import ending_use, enter_while_connected, take_keep_alive
+from .metrics import metrics_route
 from .ollama_api import ollama_app
 from .openai_api import openai_routes
 from .preparing import start_or_join
@@ -161,18 +162,15 @@ def build_app(services: Services) -> Starlette:
         loaded = services.models.get(resolution.engine, resolution.resolved_model)
         if loaded is not None:
             check_model_sees(call, call.model, vision=loaded.profile.vision)
-        use = services.lifecycle.begin(resolution.engine, resolution.resolved_model, keep_alive)
-        handed_over = False
-        try:
+        use = services.lifecycle.begin(resolution.engine, resolution.resolved_model, keep_alive, route="/chat")
+        with use.ending_on_error():
             if loaded is not None and loaded.ready:  # else the chat says model_not_ready
                 await enter_while_connected(use, loaded, request)
-            if call.stream:
-                handed_over = True  # the response ends the use when the stream is over
-                return ending_use(_ndjson(chat.chat_stream(services, loaded, call)), use)
+            if call.stream:  # the response ends the use when the stream is over
+                return ending_use(_ndjson(use.watch(chat.chat_stream(services, loaded, call))), use)
+        with use.ending():
             answer = await chat.chat_once(services, loaded, call)
-        finally:
-            if not handed_over:
-                use.end()
+            use.usage(answer.usage)
         return JSONResponse(
             {
                 "model": resolution.resolved_model,
@@ -207,6 +205,7 @@ def build_app(services: Services) -> Starlette:
         Route("/models/pin", pin, methods=["POST"]),
         Route("/models/unpin", pin, methods=["POST"]),
         Route("/shutdown", stop_daemon, methods=["POST"]),
+        metrics_route(services),
         Route("/profiles", list_profiles),
         Route("/profiles/{key:path}", show_profile),
         Route("/profiles/{key:path}", forget_profile, methods=["DELETE"]),

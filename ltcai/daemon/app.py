@@ -153,6 +153,7 @@ async def run_daemon(settings: Settings, *, allow_remote: bool = False) -> None:
                     root.start_soon(_watchdog, interval)
                 sdnotify.notify(f"READY=1\nSTATUS=listening on {paths.socket_path}\nMAINPID={os.getpid()}")
                 root.start_soon(chat_http.warm_up)  # after READY: start-up does not wait for it
+                root.start_soon(services.metrics.load)  # prometheus_client: ~100 ms, after READY too
                 log.info(
                     "ready", socket=str(paths.socket_path), http=settings.http, version=__version__, pid=os.getpid()
                 )

@@ -17,9 +17,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -49,13 +51,17 @@ Key = tuple[str, str]
 class Use:
     """One request on one model, from its arrival to its last byte (see ``Lifecycle.begin``)."""
 
-    def __init__(self, lifecycle: Lifecycle, key: Key, keep_alive: float | None) -> None:
+    def __init__(self, lifecycle: Lifecycle, key: Key, keep_alive: float | None, route: str) -> None:
         self._lifecycle = lifecycle
         self.key = key
         self.keep_alive = keep_alive
+        self.route = route
         self.loaded: LoadedModel | None = None
         self._gate: Gate | None = None
-        self._started: float | None = None
+        self._arrived = time.monotonic()
+        self._started: float | None = None  # when it got its slot
+        self._first_token = False
+        self._error: BaseException | None = None  # a stream's failure, seen by watch
         self._ended = False
         lifecycle._in_flight[key] = lifecycle._in_flight.get(key, 0) + 1
 
@@ -75,12 +81,57 @@ class Use:
         self._gate = gate
         self._started = time.monotonic()
 
-    def end(self) -> None:
-        """The request is over: free its slot, note the model's last use. Idempotent."""
+    def usage(self, usage: dict[str, Any] | None) -> None:
+        """The engine's token counts for this request (metrics)."""
+        self._lifecycle.services.metrics.tokens(*self.key, usage)
+
+    async def watch(self, deltas: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Pass a chat stream's deltas through, noting its first token, usage and failure
+        (the route turns a failure into the stream's last event; the use still knows)."""
+        metrics = self._lifecycle.services.metrics
+        try:
+            async with contextlib.aclosing(deltas):  # closed with us: the engine request too
+                async for delta in deltas:
+                    if not self._first_token and any(k in delta for k in _TOKEN_DELTAS):
+                        self._first_token = True
+                        metrics.first_token(self.route, *self.key, time.monotonic() - self._arrived)
+                    if "usage" in delta:
+                        self.usage(delta["usage"])
+                    yield delta
+        except GeneratorExit:  # the response stopped reading (its client left): not a failure here
+            raise
+        except BaseException as exc:
+            self._error = exc
+            raise
+
+    @contextlib.contextmanager
+    def ending(self) -> Iterator[None]:
+        """The request ends with this block, failed if it raises."""
+        with self.ending_on_error():
+            yield
+        self.end()
+
+    @contextlib.contextmanager
+    def ending_on_error(self) -> Iterator[None]:
+        """The request ends here only if the block raises (else a response takes it over)."""
+        try:
+            yield
+        except BaseException as exc:
+            self.end(exc)
+            raise
+
+    def end(self, error: BaseException | None = None) -> None:
+        """The request is over: free its slot, note the model's last use, count it. Idempotent.
+
+        Its outcome: ``error``, else a stream's failure (``watch``), else the exception
+        being raised when ``end`` is called from a ``finally`` block, else ok.
+        """
         if self._ended:
             return
         self._ended = True
         lifecycle = self._lifecycle
+        outcome = _outcome(error or self._error or sys.exc_info()[1])
+        lifecycle.services.metrics.request_done(self.route, *self.key, outcome, time.monotonic() - self._arrived)
         left = lifecycle._in_flight.get(self.key, 1) - 1
         if left:
             lifecycle._in_flight[self.key] = left
@@ -94,9 +145,23 @@ class Use:
         lifecycle.wake()
 
 
+# Deltas that carry generated output: the first one ends the time to first token.
+_TOKEN_DELTAS = ("content", "reasoning", "tool_calls")
+
+
+def _outcome(error: BaseException | None) -> str:
+    if error is None:
+        return "ok"
+    if isinstance(error, LtcaiError):
+        return error.code
+    if isinstance(error, anyio.get_cancelled_exc_class()):
+        return "cancelled"
+    return "internal_error"
+
+
 @dataclass(frozen=True)
 class _Plan:
-    victims: list[LoadedModel]
+    victims: list[tuple[LoadedModel, str]]  # and what was short: memory or max_loaded_models
     refusal: str | None = None
 
 
@@ -204,9 +269,18 @@ class Lifecycle:
 
     # -------------------------------------------------------------- the request side
 
-    def begin(self, engine: str, model: str, keep_alive: float | None = None) -> Use:
-        """A request for (engine, resolved model) arrived: it is in flight until ``Use.end``."""
-        return Use(self, (engine, model), keep_alive)
+    def begin(self, engine: str, model: str, keep_alive: float | None = None, *, route: str) -> Use:
+        """A request for (engine, resolved model) arrived on ``route``: in flight until ``Use.end``.
+
+        The API for every route that talks to a model (the Ollama API too)::
+
+            use = lifecycle.begin(engine, model, keep_alive, route="/api/chat")
+            with use.ending():  # a stream: ending_on_error, then in_flight.ending_use
+                loaded = ...  # ready it (a just-in-time prepare counts as in flight)
+                await use.enter(loaded)  # a slot, or the queue; TooBusy (429) when full
+                ...  # the answer (streams: ``use.watch(deltas)``; ``use.usage(...)``)
+        """
+        return Use(self, (engine, model), keep_alive, route)
 
     def touch(self, loaded: LoadedModel, *, keep_alive: float | None = None) -> None:
         """``loaded`` was just used; ``keep_alive`` (seconds, KEEP_FOREVER) replaces its own."""
@@ -239,6 +313,7 @@ class Lifecycle:
             await adapter.unload(self.services.engine_context(engine), loaded.served)
         idle_s = round(time.time() - loaded.last_used, 1)
         log.info("model unloaded", engine=engine, model=loaded.resolution.resolved_model, cause=cause, idle_s=idle_s)
+        self.services.metrics.unloaded(engine, cause)
 
     async def unload(self, loaded: LoadedModel, cause: str) -> bool:
         """Stop serving ``loaded`` (``cause``: idle, evicted, requested); False if it was gone."""
@@ -301,16 +376,19 @@ class Lifecycle:
         budget = self.budget_bytes()
         limit = settings.max_loaded_models
 
+        def count_fits(count: int) -> bool:
+            return not limit or count + 1 <= limit
+
         def fits(count: int, used: int) -> bool:
-            return (not limit or count + 1 <= limit) and (budget is None or not need or used + need <= budget)
+            return count_fits(count) and (budget is None or not need or used + need <= budget)
 
         held = [m for m in resident if self.in_flight(m) or self.pinned(m)]
         candidates = sorted((m for m in resident if m not in held), key=lambda m: m.last_used_monotonic)
-        victims: list[LoadedModel] = []
+        victims: list[tuple[LoadedModel, str]] = []
         for candidate in candidates:
             if fits(count, used):
                 break
-            victims.append(candidate)
+            victims.append((candidate, "memory" if count_fits(count) else "max_loaded_models"))
             count -= 1
             used -= self._estimate_of(candidate)
         if fits(count, used):
@@ -347,14 +425,15 @@ class Lifecycle:
                     " memory_budget / max_loaded_models in the config",
                     code="not_enough_memory",
                 )
-            detached = [victim for victim in plan.victims if self._detach(victim)]
+            detached = [(victim, cause) for victim, cause in plan.victims if self._detach(victim)]
             if estimate is not None:
                 self._estimates[job.id] = estimate
             self._reserved[job.id] = job
-            for victim in detached:
+            for victim, cause in detached:
+                self.services.metrics.evicted(cause)
                 await self._stop_engine(victim, "evicted")
         if detached:
-            log.info("evicted to make room", model=job.resolution.resolved_model, evicted=[v.resolution.resolved_model for v in detached])
+            log.info("evicted to make room", model=job.resolution.resolved_model, evicted=[v.resolution.resolved_model for v, _ in detached])
         return estimate
 
     # ---------------------------------------------------------------------- views

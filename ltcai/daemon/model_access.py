@@ -66,7 +66,7 @@ async def ready_in_use(
     refuses what the ready model cannot do. The caller ends the use once the answer is out
     (``in_flight.ending_use`` for a stream).
     """
-    use = services.lifecycle.begin(*model_key(services, model), keep_alive)
+    use = services.lifecycle.begin(*model_key(services, model), keep_alive, route=request.url.path)
     try:
         loaded = await ready_model(services, model)
         if check is not None:

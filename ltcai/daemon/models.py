@@ -79,6 +79,7 @@ class ModelRegistry:
         self._tg: anyio.abc.TaskGroup | None = None
         # Called whenever a model is added or removed (the lifecycle recomputes deadlines).
         self.on_change: Callable[[], None] = lambda: None
+        self.on_added: Callable[[LoadedModel], None] = lambda loaded: None  # metrics: a load
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -108,6 +109,7 @@ class ModelRegistry:
             self._tg.start_soon(_stop, previous)
         if loaded.served.process is not None and self._tg is not None:
             self._tg.start_soon(self._watch, loaded)
+        self.on_added(loaded)
         self.on_change()
 
     async def _watch(self, loaded: LoadedModel) -> None:

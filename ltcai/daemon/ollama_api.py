@@ -111,6 +111,7 @@ def ollama_app(services: Services) -> Mount:
         if not call.stream:
             try:
                 result = await chat.chat_once(services, loaded, call)
+                use.usage(result.usage)
             finally:
                 use.end()
             body = {**head, **shaped(result.content, result.reasoning, result.tool_calls)}
@@ -119,7 +120,7 @@ def ollama_app(services: Services) -> Mount:
         async def events() -> AsyncIterator[dict[str, Any]]:
             calls: dict[int, dict[str, Any]] = {}  # OpenAI's streamed deltas, assembled
             finish, usage = None, None
-            async for delta in chat.chat_stream(services, loaded, replace(call, include_usage=True)):
+            async for delta in use.watch(chat.chat_stream(services, loaded, replace(call, include_usage=True))):
                 if "content" in delta or ("reasoning" in delta and request.think):
                     yield {**head, **shaped(delta.get("content", ""), delta.get("reasoning"), None), "done": False}
                 for part in delta.get("tool_calls") or ():
@@ -172,7 +173,7 @@ def ollama_app(services: Services) -> Mount:
 
         async def events() -> AsyncIterator[dict[str, Any]]:
             finish, usage, text = None, None, []
-            async for delta in chat.completion_stream(services, loaded, replace(call, include_usage=True), prompt):
+            async for delta in use.watch(chat.completion_stream(services, loaded, replace(call, include_usage=True), prompt)):
                 if "content" in delta:
                     text.append(delta["content"])
                     if call.stream:
@@ -244,6 +245,7 @@ def ollama_app(services: Services) -> Mount:
         load_ns = time.monotonic_ns() - started
         try:
             result = await openai_client.embeddings(services.chat_http, loaded.served, call.inputs, call.fields)
+            use.usage(result["usage"])
         finally:
             use.end()
         return result["vectors"], result["usage"] or counted_usage(call.inputs), load_ns

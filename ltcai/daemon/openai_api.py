@@ -87,6 +87,7 @@ def openai_routes(services: Services) -> list[Route]:
         if not call.stream:
             try:
                 answer = await chat.chat_once(services, loaded, call)
+                use.usage(answer.usage)
             finally:
                 use.end()
             message: dict[str, Any] = {"role": "assistant", "content": answer.content}
@@ -121,7 +122,7 @@ def openai_routes(services: Services) -> list[Route]:
         async def events() -> AsyncIterator[bytes]:
             yield _sse(chunk({"role": "assistant", "content": ""}))
             try:
-                async for delta in chat.chat_stream(services, loaded, call):
+                async for delta in use.watch(chat.chat_stream(services, loaded, call)):
                     if "content" in delta:
                         yield _sse(chunk({"content": delta["content"]}))
                     elif "reasoning" in delta:
@@ -157,7 +158,7 @@ def openai_routes(services: Services) -> list[Route]:
 
             async def events() -> AsyncIterator[bytes]:
                 try:
-                    async for delta in chat.completion_stream(services, loaded, call, prompt):
+                    async for delta in use.watch(chat.completion_stream(services, loaded, call, prompt)):
                         if "content" in delta:
                             yield _sse(event(delta["content"]))
                         elif "finish_reason" in delta:
@@ -174,6 +175,7 @@ def openai_routes(services: Services) -> list[Route]:
                 services.engine(engine).request_rules, loaded.profile, call.overrides, call.fields
             )
             answer = await openai_client.text_completion(services.chat_http, loaded.served, ChatRequest([], params), prompt)
+            use.usage(answer.get("usage"))
         finally:
             use.end()
         stops = chat.all_stops(params, held_stops)
@@ -197,6 +199,7 @@ def openai_routes(services: Services) -> list[Route]:
         loaded, use = await ready_in_use(services, request, call.model, keep_alive)
         try:
             answer = await openai_client.embeddings(services.chat_http, loaded.served, call.inputs, call.fields)
+            use.usage(answer["usage"])
         finally:
             use.end()
         data = [

@@ -96,6 +96,7 @@ async def run_prepare(services: Services, job: Job) -> None:
         await services.jobs.persist(job)
     job.publish_staged()
     log.info("prepare finished", state=action.state.value, message=job.machine.message)
+    services.metrics.prepare_done(job.machine.report)
     job.done.set()
 
 

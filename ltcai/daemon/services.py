@@ -17,6 +17,7 @@ from ..errors import UnknownEngine
 from ..plugins import PluginHost
 from .jobs import JobManager
 from .lifecycle import Lifecycle
+from .metrics import Metrics
 from .models import ModelRegistry
 from .profile_book import ProfileBook
 from .store import StateStore
@@ -41,6 +42,7 @@ class Services:
     models: ModelRegistry
     jobs: JobManager
     started_at: float = field(default_factory=time.time)
+    metrics: Metrics = field(default_factory=Metrics)
     lifecycle: Lifecycle = field(init=False)
     # Stops the daemon as SIGTERM does (set by app.run_daemon; `ltcai stop` calls it).
     request_stop: Callable[[str], None] = field(default=lambda reason: None)
@@ -48,6 +50,7 @@ class Services:
     def __post_init__(self) -> None:
         self.lifecycle = Lifecycle(self)
         self.models.on_change = self.lifecycle.wake
+        self.models.on_added = lambda loaded: self.metrics.loaded(loaded.resolution.engine)
 
     def engine(self, name: str) -> EngineAdapter:
         engines = self.plugins.engines()

@@ -1,4 +1,5 @@
-"""The client APIs on loopback TCP, behind the bearer token: OpenAI's ``/v1`` and Ollama's ``/api``.
+"""The client APIs on loopback TCP, behind the bearer token: OpenAI's ``/v1`` and Ollama's ``/api``,
+and ``/metrics`` for a Prometheus scraper.
 
 Job control stays on the Unix socket, where the peer's uid is known. Binding a
 non-loopback address needs an explicit opt-in; so does serving ``/api`` to Ollama
@@ -19,6 +20,7 @@ from starlette.applications import Starlette
 from ..config.token import token_matches
 from ..errors import InvalidRequest
 from .http_errors import error_body, exception_handlers, ollama_error_body
+from .metrics import metrics_route
 from .ollama_api import ollama_app
 from .openai_api import openai_routes
 from .services import Services
@@ -95,5 +97,6 @@ def build_tcp_app(services: Services, token: str) -> Any:
     open_api = ollama_open(settings, loopback=_is_loopback(host))
     if open_api:
         log.warning("Ollama's /api answers on TCP without the token", address=settings.http)
-    app = Starlette(routes=[*openai_routes(services), ollama_app(services)], exception_handlers=exception_handlers())
+    routes = [*openai_routes(services), ollama_app(services), metrics_route(services)]
+    app = Starlette(routes=routes, exception_handlers=exception_handlers())
     return _BearerAuth(app, token, ollama_open=open_api)

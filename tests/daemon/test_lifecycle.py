@@ -264,3 +264,71 @@ def test_ltcai_stop_stops_the_daemon_and_its_engines(start_daemon, pid_alive):
     assert daemon.process.wait(timeout=5) == 0
     assert not pid_alive(pid)
     assert any(e.get("event") == "stopping" and e.get("reason") == "ltcai stop" for e in daemon.log_events())
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text exposition, by (name, sorted labels)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_move_with_traffic_on_the_socket_and_behind_the_token_on_tcp(start_daemon):
+    port = _free_port()
+    daemon = start_daemon({"LTCAI_HTTP": f"127.0.0.1:{port}", "LTCAI_MEMORY_BUDGET": "1GiB"})
+    model = "fake-ok-metrics"
+    before = _samples(daemon.client.get("/metrics").text)
+    assert before[("ltcai_memory_budget_bytes", ())] == 1 << 30
+    assert before[("ltcai_models_loaded", ())] == 0
+
+    _ready(daemon, model)
+    labels = (("engine", "fake"), ("model", model))  # sorted, as _samples keys them
+    assert _chat(daemon, model).status_code == 200
+    deltas = list(daemon.events("POST", "/chat", {"model": model, "engine": "fake", "prompt": "hi", "stream": True,
+                                                  "stream_options": {"include_usage": True}}))
+    assert deltas[-1].get("usage")
+    assert _chat(daemon, "fake-ok-never-prepared-m").status_code == 409
+    response = daemon.client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    after = _samples(response.text)
+
+    def at(name: str, **extra: str) -> float:
+        return after[(name, tuple(sorted({"engine": "fake", "model": model, **extra}.items())))]
+
+    assert at("ltcai_requests_total", route="/chat", outcome="ok") == 2
+    refused = (("engine", "fake"), ("model", "fake-ok-never-prepared-m"), ("outcome", "model_not_ready"), ("route", "/chat"))
+    assert after[("ltcai_requests_total", refused)] == 1
+    assert at("ltcai_request_duration_seconds_count", route="/chat") == 2
+    assert at("ltcai_time_to_first_token_seconds_count", route="/chat") == 1
+    # The fake reports usage: one non-streamed answer and one stream that asked for it.
+    assert at("ltcai_tokens_total", direction="out") >= 2 and at("ltcai_tokens_total", direction="in") >= 2
+    assert after[("ltcai_prepares_total", (("engine", "fake"), ("outcome", "ok")))] == 1
+    assert after[("ltcai_prepare_duration_seconds_count", (("engine", "fake"),))] == 1
+    assert after[("ltcai_model_loads_total", (("engine", "fake"),))] == 1
+    assert after[("ltcai_models_loaded", ())] == 1
+    assert at("ltcai_queue_depth") == 0 and at("ltcai_requests_in_flight") == 0
+    assert at("ltcai_model_memory_bytes", kind="estimated") == after[("ltcai_memory_used_bytes", ())] > 1_000_000
+    assert at("ltcai_model_memory_bytes", kind="rss") > 0
+
+    assert daemon.client.post("/models/unload", json={"model": model, "engine": "fake"}).status_code == 200
+    final = _samples(daemon.client.get("/metrics").text)
+    assert final[("ltcai_model_unloads_total", (("cause", "requested"), ("engine", "fake")))] == 1
+    assert ("ltcai_queue_depth", labels) not in final  # a model gone leaves no stale series
+
+    token = (daemon.config_dir / "token").read_text().strip()
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as tcp:
+        assert tcp.get("/metrics").status_code == 401
+        scraped = tcp.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status_code == 200 and "ltcai_requests_total" in scraped.text

@@ -53,6 +53,16 @@ def _wait_until(condition: Any, timeout: float = 30.0) -> Any:
     return value
 
 
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def _raw_client(daemon: RunningDaemon) -> httpx.Client:
     """Status codes and headers as they are (the CLI's client turns errors into exceptions)."""
     return httpx.Client(transport=httpx.HTTPTransport(uds=str(daemon.socket)), base_url="http://ltcai", timeout=300)
@@ -85,6 +95,18 @@ def test_keep_alive_unloads_an_idle_model_and_v1_brings_it_back(llamacpp_install
         assert events[-1].get("finish_reason") in ("stop", "length"), events[-1]  # a whole answer, not cut
         assert "".join(e.get("content", "") for e in events).strip()
         _wait_until(lambda: not pid_alive(again), timeout=20)
+
+        # /metrics counted all of it (the unload is counted once its process is reaped: wait).
+        idle_unloads = ("ltcai_model_unloads_total", (("cause", "idle"), ("engine", "llamacpp")))
+        with _raw_client(daemon) as raw:
+            metrics = _wait_until(lambda: (m := _samples(raw.get("/metrics").text)).get(idle_unloads) == 2 and m)
+        model = (("engine", "llamacpp"), ("model", "smollm2-135m-instruct-q4_1"))
+        assert metrics[("ltcai_requests_total", (*model, ("outcome", "ok"), ("route", "/v1/chat/completions")))] == 1
+        assert metrics[("ltcai_requests_total", (*model, ("outcome", "ok"), ("route", "/chat")))] == 1
+        assert metrics[("ltcai_time_to_first_token_seconds_count", (*model, ("route", "/chat")))] == 1
+        assert metrics[("ltcai_tokens_total", (("direction", "out"), *model))] > 0  # the /v1 answer's usage
+        assert metrics[("ltcai_prepares_total", (("engine", "llamacpp"), ("outcome", "ok")))] == 2
+        assert metrics[("ltcai_models_loaded", ())] == 0
 
 
 def test_max_loaded_models_one_a_second_model_evicts_the_first(llamacpp_installed: None, daemon_root: Path) -> None:
