@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import InvalidRequest
+from ..errors import ErrorCode, InvalidRequest
 
 __all__ = ["KEEP_FOREVER", "MemoryBudget", "format_bytes", "parse_bytes", "parse_keep_alive", "parse_memory_budget"]
 
@@ -32,7 +32,7 @@ _SIZE_UNITS = {
 
 
 def _bad(what: str, value: Any, example: str, origin: str) -> InvalidRequest:
-    return InvalidRequest(f"{origin}: {what} {value!r} is not valid", hint=f"write it like {example}", code="invalid_config")
+    return InvalidRequest(f"{origin}: {what} {value!r} is not valid", hint=f"write it like {example}", code=ErrorCode.INVALID_CONFIG)
 
 
 def parse_keep_alive(value: Any, origin: str = "keep_alive") -> float:

@@ -15,7 +15,7 @@ from collections import deque
 
 import anyio
 
-from ..errors import LtcaiError
+from ..errors import ErrorCode, LtcaiError
 
 __all__ = ["Gate", "TooBusy"]
 
@@ -26,7 +26,7 @@ _DURATION_WEIGHT = 0.3
 class TooBusy(LtcaiError):
     """The model's slots are taken and its queue is full: come back after ``retry_after_s``."""
 
-    code = "too_busy"
+    code = ErrorCode.TOO_BUSY
     http_status = 429
 
     def __init__(self, message: str, *, retry_after_s: int, hint: str | None = None) -> None:

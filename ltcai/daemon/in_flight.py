@@ -16,7 +16,7 @@ import anyio
 from starlette.requests import Request
 
 from ..config.units import parse_keep_alive
-from ..errors import InvalidRequest, LtcaiError
+from ..errors import ErrorCode, InvalidRequest, LtcaiError
 from .lifecycle import Use
 from .models import LoadedModel
 
@@ -26,7 +26,7 @@ __all__ = ["ClientGone", "ending_use", "enter_while_connected", "take_keep_alive
 class ClientGone(LtcaiError):
     """The client hung up while its request waited in the queue (nobody reads this answer)."""
 
-    code = "client_gone"
+    code = ErrorCode.CLIENT_GONE
     http_status = 499
 
 
@@ -45,7 +45,7 @@ def take_keep_alive(body: dict[str, Any]) -> tuple[dict[str, Any], float | None]
     try:
         return rest, parse_keep_alive(value, "keep_alive")
     except InvalidRequest as exc:
-        raise InvalidRequest(exc.message, hint=exc.hint, code="invalid_field") from None
+        raise InvalidRequest(exc.message, hint=exc.hint, code=ErrorCode.INVALID_FIELD) from None
 
 
 async def _until_disconnected(request: Request) -> None:

@@ -30,7 +30,7 @@ import structlog
 
 from ..config.units import KEEP_FOREVER, format_bytes
 from ..engines.base import DownloadResult
-from ..errors import LtcaiError, ServerStartError
+from ..errors import ErrorCode, LtcaiError, ServerStartError
 from . import memory
 from .admission import Gate
 from .memory import MemoryEstimate
@@ -423,7 +423,7 @@ class Lifecycle:
                     plan.refusal,
                     hint="unload a model (`ltcai unload MODEL`), wait for busy ones to finish, or raise"
                     " memory_budget / max_loaded_models in the config",
-                    code="not_enough_memory",
+                    code=ErrorCode.NOT_ENOUGH_MEMORY,
                 )
             detached = [(victim, cause) for victim, cause in plan.victims if self._detach(victim)]
             if estimate is not None:
