@@ -11,6 +11,7 @@ import importlib.metadata
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,39 @@ def serving(root: Path, extra_env: dict[str, str] | None = None) -> Iterator[Run
     assert code == 0, daemon.log.read_text()[-3000:]
     for pid in pids:
         assert not pid_alive(pid), f"engine process {pid} survived the daemon"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class TcpDaemon:
+    """A daemon also serving loopback TCP (``http = "127.0.0.1:PORT"``) behind ``token``."""
+
+    daemon: RunningDaemon
+    port: int
+    token: str
+
+    @property
+    def host(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:  # OpenAI's
+        return self.host + "/v1"
+
+
+@pytest.fixture
+def tcp_daemon(llamacpp_installed: None, daemon_root: Path) -> Iterator[TcpDaemon]:
+    port = free_port()
+    daemon = start_daemon(daemon_root, config=f'http = "127.0.0.1:{port}"\n')
+    try:
+        yield TcpDaemon(daemon, port, (daemon_root / "config" / "token").read_text().strip())
+    finally:
+        assert daemon.stop() == 0
 
 
 @pytest.fixture

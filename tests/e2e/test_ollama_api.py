@@ -1,8 +1,8 @@
 """Ollama's clients and the README's client examples against a real daemon and the real SmolLM2.
 
-The official ``ollama`` Python client over loopback TCP (with the bearer token, and
-without it once ``ollama_without_token`` is on), ``curl`` over the Unix socket, and the
-README's "Clients" section run as written (its port swapped for a free one).
+The official ``ollama`` Python client over loopback TCP with the bearer token, ``curl``
+over the Unix socket, and the README's "Clients" section run as written (its port swapped
+for a free one). The token-free opt-in is tested in tests/daemon/test_ollama_api.py.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import ollama
@@ -22,30 +20,14 @@ import pytest
 
 from ltcai.compat import BAD_MARKERS
 
-from .conftest import REPO, RunningDaemon, start_daemon
+from .conftest import REPO, RunningDaemon, TcpDaemon
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def tcp_daemon(llamacpp_installed: None, daemon_root: Path) -> Iterator[tuple[RunningDaemon, int, str]]:
-    port = _free_port()
-    daemon = start_daemon(daemon_root, config=f'http = "127.0.0.1:{port}"\n')
-    try:
-        token = (daemon_root / "config" / "token").read_text().strip()
-        yield daemon, port, token
-    finally:
-        assert daemon.stop() == 0
-
-
-def test_the_ollama_client_chats_streams_and_lists_with_the_real_engine(tcp_daemon: tuple[RunningDaemon, int, str]) -> None:
-    _daemon, port, token = tcp_daemon
+def test_the_ollama_client_chats_streams_and_lists_with_the_real_engine(tcp_daemon: TcpDaemon) -> None:
+    port = tcp_daemon.port
+    token = tcp_daemon.token
     client = ollama.Client(host=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=180)
     assert "smollm2" in {m.model for m in client.list().models}  # before anything is prepared
     answer = client.chat(model="smollm2", messages=[{"role": "user", "content": "What is 2+2?"}], options={"num_predict": 40})
@@ -92,8 +74,9 @@ def _readme_client_blocks() -> list[tuple[str, str]]:
     return re.findall(r"```(python|sh)\n(.*?)```", section, flags=re.S)
 
 
-def test_the_readmes_client_examples_work_as_written(tcp_daemon: tuple[RunningDaemon, int, str]) -> None:
-    daemon, port, _token = tcp_daemon
+def test_the_readmes_client_examples_work_as_written(tcp_daemon: TcpDaemon) -> None:
+    daemon = tcp_daemon.daemon
+    port = tcp_daemon.port
     blocks = _readme_client_blocks()
     assert [kind for kind, _ in blocks] == ["python", "python", "sh"]  # one per client kind
     env = {**daemon.env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), daemon.env.get("PATH", "")])}

@@ -9,40 +9,22 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 
 from ltcai.compat import BAD_MARKERS
 
-from .conftest import RunningDaemon, start_daemon
+from .conftest import RunningDaemon, TcpDaemon
 
 pytestmark = pytest.mark.e2e
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def tcp_daemon(llamacpp_installed: None, daemon_root: Path) -> Iterator[tuple[RunningDaemon, str, str]]:
-    port = _free_port()
-    daemon = start_daemon(daemon_root, config=f'http = "127.0.0.1:{port}"\n')
-    try:
-        token = (daemon_root / "config" / "token").read_text().strip()
-        yield daemon, f"http://127.0.0.1:{port}/v1", token
-    finally:
-        assert daemon.stop() == 0
-
-
-def test_openai_sdk_sync_just_in_time_prepare_and_stream(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
-    daemon, base_url, token = tcp_daemon
+def test_openai_sdk_sync_just_in_time_prepare_and_stream(tcp_daemon: TcpDaemon) -> None:
+    daemon = tcp_daemon.daemon
+    base_url = tcp_daemon.base_url
+    token = tcp_daemon.token
     client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0)
     before = {m.id: m.model_extra["ltcai"] for m in client.models.list().data}
     assert before["smollm2"]["loaded"] is False  # listed before anything is prepared: pickers show it
@@ -65,8 +47,9 @@ def test_openai_sdk_sync_just_in_time_prepare_and_stream(tcp_daemon: tuple[Runni
 
 
 @pytest.mark.asyncio
-async def test_openai_sdk_async(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
-    _daemon, base_url, token = tcp_daemon
+async def test_openai_sdk_async(tcp_daemon: TcpDaemon) -> None:
+    base_url = tcp_daemon.base_url
+    token = tcp_daemon.token
     client = openai.AsyncOpenAI(base_url=base_url, api_key=token, max_retries=0)
     answer = await client.chat.completions.create(
         model="smollm2", messages=[{"role": "user", "content": "Say hello."}], max_tokens=20
@@ -81,8 +64,8 @@ async def test_openai_sdk_async(tcp_daemon: tuple[RunningDaemon, str, str]) -> N
 
 
 @pytest.mark.parametrize("key", ["", "wrong-token"])
-def test_wrong_or_missing_token_is_401_with_an_openai_error(tcp_daemon: tuple[RunningDaemon, str, str], key: str) -> None:
-    _daemon, base_url, _token = tcp_daemon
+def test_wrong_or_missing_token_is_401_with_an_openai_error(tcp_daemon: TcpDaemon, key: str) -> None:
+    base_url = tcp_daemon.base_url
     client = openai.OpenAI(base_url=base_url, api_key=key or "unset", max_retries=0)
     if not key:
         client = openai.OpenAI(base_url=base_url, api_key="x", max_retries=0, default_headers={"Authorization": ""})
@@ -92,8 +75,8 @@ def test_wrong_or_missing_token_is_401_with_an_openai_error(tcp_daemon: tuple[Ru
     assert isinstance(body, dict) and body["code"] == "invalid_api_key" and body["type"] == "authentication_error"
 
 
-def test_token_file_is_private(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
-    daemon, _base_url, _token = tcp_daemon
+def test_token_file_is_private(tcp_daemon: TcpDaemon) -> None:
+    daemon = tcp_daemon.daemon
     token_file = daemon.root / "config" / "token"
     assert token_file.stat().st_mode & 0o777 == 0o600
     assert (daemon.root / "config").stat().st_mode & 0o777 == 0o700
@@ -118,8 +101,9 @@ def test_curl_over_the_unix_socket(e2e_daemon: RunningDaemon) -> None:
     assert (error["code"], error["param"]) == ("missing_field", "messages")
 
 
-def test_a_model_that_cannot_be_prepared_is_a_clear_error(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
-    _daemon, base_url, token = tcp_daemon
+def test_a_model_that_cannot_be_prepared_is_a_clear_error(tcp_daemon: TcpDaemon) -> None:
+    base_url = tcp_daemon.base_url
+    token = tcp_daemon.token
     client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0)
     with pytest.raises(openai.APIStatusError) as failure:
         client.chat.completions.create(model="/nonexistent/x.gguf", messages=[{"role": "user", "content": "hi"}])
@@ -127,9 +111,10 @@ def test_a_model_that_cannot_be_prepared_is_a_clear_error(tcp_daemon: tuple[Runn
     assert failure.value.body["code"] == "invalid_model_id"
 
 
-def test_json_usage_and_completions_stream_with_the_real_engine(tcp_daemon: tuple[RunningDaemon, str, str]) -> None:
+def test_json_usage_and_completions_stream_with_the_real_engine(tcp_daemon: TcpDaemon) -> None:
     """response_format reaches llama.cpp's grammar; streamed usage is real; /v1/completions streams."""
-    _daemon, base_url, token = tcp_daemon
+    base_url = tcp_daemon.base_url
+    token = tcp_daemon.token
     client = openai.OpenAI(base_url=base_url, api_key=token, max_retries=0, timeout=180)
     structured = client.chat.completions.create(
         model="smollm2", max_tokens=300, response_format={"type": "json_object"},
