@@ -10,7 +10,8 @@ which would keep it loaded forever.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from starlette.requests import Request
@@ -20,7 +21,16 @@ from ..errors import ErrorCode, InvalidRequest, LtcaiError
 from .lifecycle import Use
 from .models import LoadedModel
 
-__all__ = ["ClientGone", "ending_use", "enter_while_connected", "take_keep_alive"]
+if TYPE_CHECKING:
+    from .jobs import Job
+
+__all__ = ["PREPARE_JOB_HEADER", "ClientGone", "ending_use", "enter_while_connected", "prepare_comments", "take_keep_alive"]
+
+# The response header that names the prepare job a request started or joined (just in time).
+PREPARE_JOB_HEADER = "X-Ltcai-Prepare-Job"
+# A stream waiting on a prepare says something at least this often: proxies and clients
+# with read timeouts see a live connection, not a hang (a long download has quiet spells).
+_KEEPALIVE_S = 5.0
 
 
 class ClientGone(LtcaiError):
@@ -73,6 +83,26 @@ async def enter_while_connected(use: Use, loaded: LoadedModel, request: Request)
         raise refused
     if not use.entered:
         raise ClientGone("the client went away while its request was queued")
+
+
+async def prepare_comments(job: Job) -> AsyncIterator[bytes]:
+    """SSE comments (``: …``) until ``job`` is done: one per state change and progress report,
+    and one every few seconds of silence. Clients ignore comments; the connection lives."""
+    seen, last = 0, "starting"
+    while not job.done.is_set():
+        with anyio.move_on_after(_KEEPALIVE_S):
+            await job.wait_changed()
+        news = [e for e in job.events[seen:] if e.get("type") in ("state", "progress")]
+        seen = len(job.events)
+        for event in news:
+            last = f"{event.get('state')}: {event.get('message', '')}"
+            yield _comment(f"preparing {job.machine.model} ({job.id}) {last}")
+        if not news and not job.done.is_set():
+            yield _comment(f"preparing {job.machine.model} ({job.id}) still {last}")
+
+
+def _comment(text: str) -> bytes:
+    return b": " + " ".join(text.split()).encode() + b"\n\n"
 
 
 class _EndingUse:

@@ -154,6 +154,12 @@ class Job:
         last = next((e for e in reversed(self.events) if e.get("type") == "state"), None)
         return last is not None and last["state"] == state.value
 
+    async def wait_changed(self) -> None:
+        """Until the next event is published; at once when the job is done. Safe to cancel
+        (a timeout around it), unlike a ``follow`` iterator, which a cancel would close."""
+        if not self.done.is_set():
+            await self._changed.wait()
+
     async def follow(self) -> AsyncIterator[dict[str, Any]]:
         """Every event from the job's start, then live ones, ending with the report."""
         index = 0

@@ -3,8 +3,10 @@
 Any OpenAI client (the ``openai`` SDK, editors, ``llm``, curl) gets the compat fast path:
 profile parameters, post-processing that strips leaked markers (also when a marker is
 split across streamed chunks), and the recovery retry. A model that is not ready is
-prepared first (just in time); nothing is streamed until it is ready, and a failed
-prepare is an error naming the reason. Errors use OpenAI's shape, plus our ``hint``.
+prepared first (just in time), and the job's id comes back in the ``X-Ltcai-Prepare-Job``
+header; a chat stream answers at once and keeps the connection alive with SSE comments
+(``: preparing …``) until the model is ready, and a failed prepare is an error naming the
+reason (an error event on a stream). Errors use OpenAI's shape, plus our ``hint``.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from . import chat
 from .body import read_json_object
 from .embeddings import counted_usage, encode_base64
 from .engine_request import engine_params
-from .in_flight import ending_use, take_keep_alive
-from .model_access import engine_of, ready_in_use
+from .in_flight import PREPARE_JOB_HEADER, ending_use, prepare_comments, take_keep_alive
+from .lifecycle import Use
+from .model_access import engine_of, model_key, ready_in_use, resolve_for_client
 from .model_catalog import usable_models
+from .models import LoadedModel
+from .preparing import prepared_model, start_or_join
 from .services import Services
 from .validation import (
     check_engine_embeds,
@@ -45,6 +50,11 @@ __all__ = ["openai_routes"]
 def _sse(data: dict[str, Any] | str) -> bytes:
     payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
     return b"data: " + payload.encode() + b"\n\n"
+
+
+def _error_event(exc: LtcaiError) -> dict[str, Any]:
+    """An error after the stream began: its last data event, in OpenAI's error shape."""
+    return {"error": {"message": exc.message, "type": "server_error", "code": exc.code, "hint": exc.hint}}
 
 
 def openai_routes(services: Services) -> list[Route]:
@@ -75,40 +85,17 @@ def openai_routes(services: Services) -> list[Route]:
     async def chat_completions(request: Request) -> Response:
         body, keep_alive = take_keep_alive(await read_json_object(request, limit))
         call = parse_chat(body)
-        engine, _loaded = engine_of(services, call.model)
+        engine, found = engine_of(services, call.model)
         # Refused before a just-in-time prepare: no model is loaded for a request that cannot run.
         check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
-        loaded, use = await ready_in_use(
-            services, request, call.model, keep_alive, lambda m: check_model_sees(call, call.model, vision=m.profile.vision)
-        )
+
+        def check(loaded: LoadedModel) -> None:
+            check_model_sees(call, call.model, vision=loaded.profile.vision)
+
+        ready_now = found is not None and found.ready
         model = call.model
         completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
-        if not call.stream:
-            try:
-                answer = await chat.chat_once(services, loaded, call)
-                use.usage(answer.usage)
-            finally:
-                use.end()
-            message: dict[str, Any] = {"role": "assistant", "content": answer.content}
-            if answer.tool_calls:
-                message["tool_calls"] = answer.tool_calls
-                message["content"] = answer.content or None
-            if answer.reasoning:
-                message["reasoning_content"] = answer.reasoning
-            choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": answer.finish_reason or "stop"}
-            if "logprobs" in call.fields:
-                choice["logprobs"] = answer.logprobs
-            return JSONResponse(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [choice],
-                    "usage": answer.usage,
-                }
-            )
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
             return {
@@ -119,7 +106,7 @@ def openai_routes(services: Services) -> list[Route]:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}],
             }
 
-        async def events() -> AsyncIterator[bytes]:
+        async def answer_events(loaded: LoadedModel, use: Use) -> AsyncIterator[bytes]:
             yield _sse(chunk({"role": "assistant", "content": ""}))
             try:
                 async for delta in use.watch(chat.chat_stream(services, loaded, call)):
@@ -136,10 +123,65 @@ def openai_routes(services: Services) -> list[Route]:
                     elif "usage" in delta:
                         yield _sse({**chunk({}), "choices": [], "usage": delta["usage"]})
             except LtcaiError as exc:
-                yield _sse({"error": {"message": exc.message, "type": "server_error", "code": exc.code, "hint": exc.hint}})
+                yield _sse(_error_event(exc))
             yield _sse("[DONE]")
 
-        return ending_use(StreamingResponse(events(), media_type="text/event-stream"), use)
+        if call.stream and not ready_now:
+            # Just in time, streamed: answer at once (the job id in a header) and keep the
+            # connection alive with SSE comments while the model is prepared.
+            use = services.lifecycle.begin(*model_key(services, model), keep_alive, route=request.url.path)
+            with use.ending_on_error():
+                resolution = resolve_for_client(services, model)
+                job = await start_or_join(services, resolution)
+
+            async def after_prepare() -> AsyncIterator[bytes]:
+                async for comment in prepare_comments(job):
+                    yield comment
+                try:
+                    loaded = prepared_model(services, resolution, job, requested=model)
+                    check(loaded)
+                    await use.enter(loaded)  # the queue; the client leaving cancels this stream
+                except LtcaiError as exc:
+                    use.end(exc)
+                    yield _sse(_error_event(exc))
+                    yield _sse("[DONE]")
+                    return
+                async for event in answer_events(loaded, use):
+                    yield event
+
+            response = StreamingResponse(after_prepare(), media_type="text/event-stream", headers={PREPARE_JOB_HEADER: job.id})
+            return ending_use(response, use)
+
+        loaded, use = await ready_in_use(services, request, model, keep_alive, check)
+        # A model prepared for this request: the job that did it, for `ltcai jobs ID`.
+        headers = None if ready_now else {PREPARE_JOB_HEADER: loaded.job_id}
+        if call.stream:
+            return ending_use(StreamingResponse(answer_events(loaded, use), media_type="text/event-stream"), use)
+        try:
+            answer = await chat.chat_once(services, loaded, call)
+            use.usage(answer.usage)
+        finally:
+            use.end()
+        message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+        if answer.tool_calls:
+            message["tool_calls"] = answer.tool_calls
+            message["content"] = answer.content or None
+        if answer.reasoning:
+            message["reasoning_content"] = answer.reasoning
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": answer.finish_reason or "stop"}
+        if "logprobs" in call.fields:
+            choice["logprobs"] = answer.logprobs
+        return JSONResponse(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+                "usage": answer.usage,
+            },
+            headers=headers,
+        )
 
     async def completions(request: Request) -> Response:
         body, keep_alive = take_keep_alive(await read_json_object(request, limit))
@@ -166,7 +208,7 @@ def openai_routes(services: Services) -> list[Route]:
                         elif "usage" in delta:
                             yield _sse({**event(""), "choices": [], "usage": delta["usage"]})
                 except LtcaiError as exc:
-                    yield _sse({"error": {"message": exc.message, "type": "server_error", "code": exc.code, "hint": exc.hint}})
+                    yield _sse(_error_event(exc))
                 yield _sse("[DONE]")
 
             return ending_use(StreamingResponse(events(), media_type="text/event-stream"), use)

@@ -14,7 +14,7 @@ from .models import LoadedModel
 from .prepare_runner import run_prepare
 from .services import Services
 
-__all__ = ["ready_model", "start_or_join"]
+__all__ = ["prepared_model", "ready_model", "start_or_join"]
 
 
 async def start_or_join(services: Services, resolution: Resolution, *, force: bool = False) -> Job:
@@ -42,6 +42,11 @@ async def ready_model(services: Services, resolution: Resolution, *, requested: 
         return loaded
     job = await start_or_join(services, resolution)
     await job.done.wait()
+    return prepared_model(services, resolution, job, requested=requested)
+
+
+def prepared_model(services: Services, resolution: Resolution, job: Job, *, requested: str | None = None) -> LoadedModel:
+    """What ``job`` (done) left: the chat-ready model, or ``Conflict`` naming why not."""
     report = job.machine.report
     loaded = services.models.get(resolution.engine, resolution.resolved_model)
     if report is None or not report.ready_to_chat or loaded is None:

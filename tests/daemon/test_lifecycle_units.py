@@ -137,3 +137,38 @@ async def test_the_estimate_of_a_gguf_is_weights_plus_kv_for_n_ctx_plus_overhead
     assert await estimate_need("openai", None, {}) is None  # nothing of ours to count
     fake = await estimate_need("fake", DownloadResult(path=None, downloaded=True, bytes=1_000_000), {})
     assert fake is not None and (fake.weights, fake.kv_cache) == (1_000_000, 0)
+
+
+@pytest.mark.asyncio
+async def test_prepare_comments_say_each_step_and_keep_a_quiet_wait_alive(monkeypatch):
+    """A stand-in job (the FAKE of a prepare): two state events, a silence, then done."""
+    from types import SimpleNamespace
+
+    from ltcai.daemon import in_flight
+
+    monkeypatch.setattr(in_flight, "_KEEPALIVE_S", 0.05)
+    changed = anyio.Event()
+    job = SimpleNamespace(id="j1", machine=SimpleNamespace(model="m"), events=[], done=anyio.Event())
+
+    async def wait_changed() -> None:
+        await changed.wait()
+
+    job.wait_changed = wait_changed
+    comments: list[bytes] = []
+
+    async def run_job() -> None:
+        nonlocal changed
+        job.events += [{"type": "state", "state": "downloading", "message": "get\nweights"}]
+        changed.set()
+        changed = anyio.Event()
+        await anyio.sleep(0.2)  # silence: the stream still speaks
+        job.events += [{"type": "report"}]
+        job.done.set()
+        changed.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run_job)
+        async for comment in in_flight.prepare_comments(job):
+            comments.append(comment)
+    assert comments[0] == b": preparing m (j1) downloading: get weights\n\n"  # one line, always
+    assert len(comments) >= 3 and all(c == b": preparing m (j1) still downloading: get weights\n\n" for c in comments[1:])

@@ -8,6 +8,7 @@ cannot be the second: its smoke test honestly fails, so it never becomes a loade
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import shutil
 import time
 from pathlib import Path
@@ -163,3 +164,35 @@ def test_the_queue_answers_429_past_max_queue(llamacpp_installed: None, daemon_r
         assert refused.json()["error"]["code"] == "too_busy"
         assert int(refused.headers["retry-after"]) >= 1
         assert all(a[-1].get("finish_reason") for a in answers)  # the queued one ran too
+
+
+def test_a_v1_stream_that_waits_on_a_prepare_is_kept_alive_and_names_the_job(llamacpp_installed: None, daemon_root: Path) -> None:
+    with serving(daemon_root) as daemon, _raw_client(daemon) as raw:
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": "What is 2+2?"}], "max_tokens": 16, "stream": True}
+        with raw.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert response.status_code == 200
+            job_id = response.headers["x-ltcai-prepare-job"]
+            lines = [line for line in response.iter_lines() if line]
+        comments = [line for line in lines if line.startswith(":")]
+        data = [line for line in lines if line.startswith("data: ")]
+        assert comments and lines.index(comments[0]) == 0  # the wait said something at once
+        assert any("smoke_test" in c for c in comments) and all(job_id in c for c in comments)
+        assert data[-1] == "data: [DONE]" and '"content"' in "".join(data)
+        assert daemon.client().get(f"/jobs/{job_id}")["report"]["ready_to_chat"] is True
+
+        # A ready model: no comments and no job header; a prepare that fails ends the stream
+        # with an error event that names the reason (the header names the failed job).
+        with raw.stream("POST", "/v1/chat/completions", json=body) as response:
+            assert "x-ltcai-prepare-job" not in response.headers
+            assert not any(line.startswith(":") for line in response.iter_lines())
+        missing = str(daemon_root / "data" / "models" / "missing.gguf")
+        with raw.stream("POST", "/v1/chat/completions", json={**body, "model": missing}) as response:
+            failed_job = response.headers["x-ltcai-prepare-job"]
+            events = [line for line in response.iter_lines() if line.startswith("data: {")]
+        error = json.loads(events[-1][len("data: "):])["error"]
+        assert error["code"] == "model_not_ready" and failed_job in error["hint"]
+
+        # Not streamed: the answer comes once the model is ready, with the job in a header.
+        assert daemon.client().post("/models/unload", {"model": "smollm2"})
+        whole = raw.post("/v1/chat/completions", json={**body, "stream": False})
+        assert whole.status_code == 200 and whole.headers["x-ltcai-prepare-job"] != job_id
