@@ -95,6 +95,7 @@ async def _reload(services: Services) -> None:
         return
     services.settings = replace(fresh, paths=services.settings.paths)
     services.profiles.reload_user_table(fresh.profiles)
+    services.lifecycle.wake()  # keep_alive may have changed: idle deadlines are recomputed
     # Opens the daemon log file afresh: file work as well.
     await anyio.to_thread.run_sync(partial(configure_logging, fresh.log_level, log_dir=fresh.paths.logs_dir))
     log.info("config reloaded")

@@ -211,6 +211,8 @@ class Lifecycle:
             await self.unload(loaded, cause)
         except LtcaiError as exc:  # e.g. an Ollama that stopped answering: the model is gone from us anyway
             log.warning("unloading failed", model=loaded.resolution.resolved_model, cause=cause, error=exc.message)
+        except Exception:  # an adapter's bug: logged with its traceback; the reaper must outlive it
+            log.exception("unloading crashed", model=loaded.resolution.resolved_model, cause=cause)
 
     # ----------------------------------------------------------- per-model settings
 

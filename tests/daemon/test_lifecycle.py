@@ -332,3 +332,17 @@ def test_metrics_move_with_traffic_on_the_socket_and_behind_the_token_on_tcp(sta
         assert tcp.get("/metrics").status_code == 401
         scraped = tcp.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert scraped.status_code == 200 and "ltcai_requests_total" in scraped.text
+
+
+def test_a_config_reload_that_shortens_keep_alive_applies_to_a_model_already_idle(start_daemon, pid_alive, wait_until):
+    """The reaper sleeps until the next deadline (here 5 minutes away): SIGHUP must wake it."""
+    import signal
+
+    daemon = start_daemon()
+    model = "fake-ok-reload"
+    _ready(daemon, model)
+    pid = daemon.engine_pid(model)
+    (daemon.config_dir / "config.toml").write_text('keep_alive = "1s"\n')
+    daemon.send(signal.SIGHUP)
+    wait_until(lambda: not pid_alive(pid), timeout=10)
+    assert model not in _models(daemon)
