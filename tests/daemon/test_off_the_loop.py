@@ -79,13 +79,16 @@ async def test_a_sighup_reload_reads_the_config_in_a_worker_thread(tmp_path: Pat
     monkeypatch.setattr(app, "load_settings", recording("load_settings", load_settings))
     monkeypatch.setattr(app, "configure_logging", recording("configure_logging", lambda *a, **k: None))
     reloaded: list[Any] = []
+    woken: list[bool] = []
     services = SimpleNamespace(
-        settings=load_settings({}, paths=paths), profiles=SimpleNamespace(reload_user_table=reloaded.append)
+        settings=load_settings({}, paths=paths),
+        profiles=SimpleNamespace(reload_user_table=reloaded.append),
+        lifecycle=SimpleNamespace(wake=lambda: woken.append(True)),  # the idle reaper recomputes deadlines
     )
     assert services.settings.log_level == "warning"
     paths.config_file.write_text('log_level = "error"\n')
     await app._reload(services)  # type: ignore[arg-type]
-    assert services.settings.log_level == "error" and reloaded
+    assert services.settings.log_level == "error" and reloaded and woken
     assert set(ran_in) == {"load_settings", "configure_logging"}
     assert loop_thread not in ran_in.values()
 
