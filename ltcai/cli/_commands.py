@@ -13,7 +13,7 @@ from urllib.parse import quote
 from ..config.settings import load_settings
 from ..errors import LtcaiError
 from ._client import DaemonClient, RemoteError
-from ._render import Renderer
+from ._render import Renderer, capability_summary
 
 __all__ = ["run_command"]
 
@@ -76,8 +76,10 @@ def _report_exit(report: dict[str, Any] | None) -> int:
     return 0 if report and report.get("ready_to_chat") else 1
 
 
-def _prepare_and_show(client: DaemonClient, ui: Renderer, model: str, engine: str | None, force: bool = False) -> int:
-    body = {"model": model, "engine": engine, "force": force}
+def _prepare_and_show(
+    client: DaemonClient, ui: Renderer, model: str, engine: str | None, force: bool = False, probe: bool = False
+) -> int:
+    body = {"model": model, "engine": engine, "force": force, "probe": probe}
     report = ui.follow_prepare(client.stream("POST", "/prepare", body))
     return _report_exit(report)
 
@@ -85,13 +87,14 @@ def _prepare_and_show(client: DaemonClient, ui: Renderer, model: str, engine: st
 def _prepare(args: argparse.Namespace, ui: Renderer) -> int:
     client = _client(args)
     if args.no_wait:
-        job = client.post("/prepare", {"model": args.model, "engine": args.engine, "force": args.force, "stream": False})
+        body = {"model": args.model, "engine": args.engine, "force": args.force, "probe": args.probe, "stream": False}
+        job = client.post("/prepare", body)
         if ui.json_output:
             ui.emit_json(job)
         else:
             ui.out.print(f"started job {job['job_id']} ({job['model']} on {job['engine']}); follow it with `ltcai jobs {job['job_id']} -f`")
         return 0
-    return _prepare_and_show(client, ui, args.model, args.engine, args.force)
+    return _prepare_and_show(client, ui, args.model, args.engine, args.force, args.probe)
 
 
 def _jobs(args: argparse.Namespace, ui: Renderer) -> int:
@@ -193,6 +196,10 @@ def _show_profile(ui: Renderer, data: dict[str, Any]) -> None:
     ui.out.print(f"profile {profile.get('model_id')} on {profile.get('engine') or 'any engine'}")
     rows = [[e["field"], _short(e["value"]), e["layer"]] for e in data["explain"]]
     ui.table(["FIELD", "VALUE", "LAYER"], rows, empty="(empty)")
+    capabilities = profile.get("capabilities") or {}
+    ui.out.print("\ncapabilities, as measured:")
+    rows = [[key, c["status"], c.get("measured_at") or "", _short(c["reason"])] for key, c in capabilities.items()]
+    ui.table(["CAPABILITY", "STATUS", "MEASURED", "EVIDENCE"], rows, empty="(none recorded)")
 
 
 def _short(value: Any, limit: int = 70) -> str:
@@ -216,10 +223,14 @@ def _profiles(args: argparse.Namespace, ui: Renderer) -> int:
         ui.emit_json(profiles)
         return 0
     rows = [
-        [p["key"], p["family"], p["template"], p["quality_status"], p.get("validated_at") or ""]
+        [p["key"], p["family"], p["template"], p["quality_status"], p.get("validated_at") or "",
+         capability_summary(p.get("capabilities") or {})]
         for p in profiles
-    ]
-    ui.table(["KEY", "FAMILY", "TEMPLATE", "QUALITY", "VALIDATED"], rows, empty="no profiles yet; they are made by `ltcai prepare`")
+    ]  # fmt: skip
+    ui.table(
+        ["KEY", "FAMILY", "TEMPLATE", "QUALITY", "VALIDATED", "CAPABILITIES"], rows,
+        empty="no profiles yet; they are made by `ltcai prepare`",
+    )  # fmt: skip
     return 0
 
 

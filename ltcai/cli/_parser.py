@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(prepare)
     prepare.add_argument("--force", action="store_true", help="prepare again even if the model is ready")
     prepare.add_argument("--no-wait", action="store_true", help="start the job and print its id")
+    prepare.add_argument(
+        "--probe", action="store_true",
+        help="measure every capability (stream, tools, json_schema, embeddings, vision), not only chat and context",
+    )  # fmt: skip
 
     jobs = command("jobs", "list prepare jobs, or show one", "List prepare jobs, or show one with its report.")
     jobs.add_argument("job_id", nargs="?", help="a job id from the list")

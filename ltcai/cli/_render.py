@@ -16,7 +16,7 @@ from rich.text import Text
 
 from ..config.units import format_bytes
 
-__all__ = ["Renderer"]
+__all__ = ["Renderer", "capability_summary", "report_capabilities"]
 
 _STATE_LABELS = {
     "resolving": "Resolving",
@@ -34,6 +34,22 @@ _STATE_LABELS = {
     "interrupted": "Interrupted",
 }
 _STATUS_STYLE = {"ok": "green", "degraded": "yellow", "failed": "red", "cancelled": "yellow", "interrupted": "yellow"}
+_CAPABILITY_MARKS = {"ok": "✓", "degraded": "~", "failed": "✗"}  # untested: left out
+
+
+def capability_summary(capabilities: dict[str, Any]) -> str:
+    """The measured capabilities in one cell: ``chat✓ stream✓ tools✗``; untested ones left out."""
+    marks = [f"{key}{_CAPABILITY_MARKS[c['status']]}" for key, c in capabilities.items() if c["status"] in _CAPABILITY_MARKS]
+    return " ".join(marks) or "untested"
+
+
+def report_capabilities(report: dict[str, Any]) -> dict[str, Any]:
+    """The verdicts a prepare measured, from its smoke test's stage log (empty if none)."""
+    for stage in report.get("stage_logs") or ():
+        extra = stage.get("extra") or {}
+        if stage.get("state") == "smoke_test" and "capabilities" in extra:
+            return dict(extra["capabilities"])
+    return {}
 
 
 class Renderer:
@@ -185,6 +201,9 @@ class Renderer:
             self.out.print(f"  smoke test: [{smoke_style}]{smoke['status']}[/] ({reason}, {smoke['seconds']:.2f} s)", markup=True)
             self.out.print(f"  prompt:     {smoke['prompt']}", markup=False)
             self.out.print(f"  answer:     {smoke['answer']!r}", markup=False)
+        for key, verdict in report_capabilities(report).items():
+            style = _STATUS_STYLE.get(verdict["status"], "white")
+            self.out.print(f"  {key + ':':<12}[{style}]{verdict['status']}[/] ({escape(verdict['reason'])})", markup=True, soft_wrap=True)
         error = report.get("error")
         if error and status == "failed":
             self.error(f"{error['message']} [{error['code']} in {error['state']}]", error.get("hint"))

@@ -8,7 +8,7 @@
 """
 
 from ._answers import AnswerDelta, AnswerParts, AnswerStream, clean_answer
-from ._capabilities import CAPABILITY_KEYS, CAPABILITY_STATUSES, Capability
+from ._capabilities import CAPABILITY_KEYS, CAPABILITY_STATUSES, Capability, capabilities_to_dict
 from ._families import FAMILY_DEFAULTS, UNKNOWN_FAMILY, detect_family, family_defaults
 from ._generation import generation_params
 from ._harmony import (
@@ -54,6 +54,7 @@ __all__ = [
     "CAPABILITY_KEYS",
     "CAPABILITY_STATUSES",
     "Capability",
+    "capabilities_to_dict",
     "MARKER_CATALOGUE",
     "AnswerDelta",
     "AnswerParts",

@@ -33,7 +33,8 @@ def layered_profile(
 
 
 def profile_view(profile: Profile) -> dict[str, Any]:
-    """A profile flat, for clients: its key, every field's value, its test state."""
+    """A profile flat, for clients: its key, every field's value, its test state and its
+    measured capabilities (each with status, reason and when)."""
     document = profile.to_dict()
     return {
         "key": document["key"],
@@ -41,6 +42,7 @@ def profile_view(profile: Profile) -> dict[str, Any]:
         "engine": document["engine"],
         **{name: entry["value"] for name, entry in document["fields"].items()},
         **document["state"],
+        "capabilities": document["capabilities"],
     }
 
 

@@ -82,7 +82,10 @@ def build_app(services: Services) -> Starlette:
         model = required_str(body, "model")
         resolution = resolve_with_settings(services.settings, services.plugins, model, optional_str(body, "engine"))
         stream = optional_bool(body, "stream", default=True)
-        job = await start_or_join(services, resolution, force=optional_bool(body, "force", default=False))
+        job = await start_or_join(
+            services, resolution, force=optional_bool(body, "force", default=False),
+            probe=optional_bool(body, "probe", default=False),
+        )  # fmt: skip
         if not stream:
             return JSONResponse(job.summary(), status_code=202)
         return _ndjson(job.follow())

@@ -42,6 +42,7 @@ __all__ = [
     "chat_once",
     "chat_stream",
     "completion_stream",
+    "emulates_tools",
     "list_served_models",
     "postprocess_text",
     "shape_messages",
@@ -187,7 +188,7 @@ def _message_of(answer: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return choice, choice.get("message") or {}
 
 
-def _emulates_tools(services: Services, loaded: LoadedModel, call: ChatCall) -> bool:
+def emulates_tools(services: Services, loaded: LoadedModel, call: ChatCall) -> bool:
     """Tools asked of a model whose template has none, on an engine that renders only the
     template's: ltcai states and constrains them itself (``tool_emulation``)."""
     rules = services.engine(loaded.served.engine).request_rules
@@ -198,7 +199,7 @@ async def chat_once(services: Services, loaded: LoadedModel | None, call: ChatCa
     """One answer. Tool calls come back as ``tool_calls``: the engine's, or ones the model
     wrote as text (JSON, fenced, ``<tool_call>``), which are never shown as content."""
     loaded = _require_ready(loaded, call.model)
-    answer = await _answer(services, loaded, emulated_call(call) if _emulates_tools(services, loaded, call) else call)
+    answer = await _answer(services, loaded, emulated_call(call) if emulates_tools(services, loaded, call) else call)
     if call.wants_tools and not answer.tool_calls:
         written = tool_calls_in(answer.content, call.fields["tools"])
         if written:
@@ -287,7 +288,7 @@ async def chat_stream(services: Services, loaded: LoadedModel | None, call: Chat
     Recovery happens only when nothing was sent (a tool call counts as sent).
     """
     loaded = _require_ready(loaded, call.model)
-    if _emulates_tools(services, loaded, call):  # the call is known only once the answer is whole
+    if emulates_tools(services, loaded, call):  # the call is known only once the answer is whole
         answer = await chat_once(services, loaded, call)
         for delta in _answer_deltas(answer):
             yield delta

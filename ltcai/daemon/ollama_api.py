@@ -31,6 +31,7 @@ from .. import __version__
 from ..engines import openai_client
 from ..errors import FieldError, LtcaiError, NotFound
 from . import chat
+from .capability_gate import check_call, measured_map, ollama_capabilities
 from .body import read_json_object
 from .embeddings import counted_usage
 from .http_errors import exception_handlers, ndjson_stream, ollama_error_body
@@ -56,7 +57,6 @@ from .validation import (
     EmbedCall,
     check_engine_embeds,
     check_engine_takes,
-    check_model_sees,
     parse_chat,
     parse_embeddings,
 )
@@ -90,7 +90,7 @@ def ollama_app(services: Services) -> Mount:
         engine, _loaded = engine_of(services, call.model)
         check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
         loaded, use = await ready_in_use(
-            services, http, call.model, keep_alive, lambda m: check_model_sees(call, call.model, vision=m.profile.vision)
+            services, http, call.model, keep_alive, lambda m: check_call(call, m)
         )
         return loaded, use, time.monotonic_ns() - started
 
@@ -281,6 +281,8 @@ def ollama_app(services: Services) -> Mount:
             raise NotFound(f"model '{model}' not found", hint="see /api/tags for the models ltcai can serve",
                            code="model_not_found")  # fmt: skip
         profile = loaded.profile if loaded is not None else None
+        # The verdicts of an unloaded model come from its cached profile (a past prepare).
+        measured = profile or (services.profiles.get(entry.extra.get("resolved_model", model), entry.engine) if entry else None)
         parameters = ""
         if profile is not None:
             lines = [f"temperature {profile.temperature}", f"top_p {profile.top_p}", f"num_predict {profile.max_tokens}"]
@@ -293,7 +295,8 @@ def ollama_app(services: Services) -> Mount:
             "template": (profile.chat_template or "") if profile else "",
             "details": details,
             "model_info": {"general.architecture": details["family"]},
-            "capabilities": list(entry.capabilities if entry else ()),
+            "capabilities": ollama_capabilities(entry.capabilities if entry else (), measured),
+            "ltcai": {"capabilities": measured_map(measured)},  # each verdict, with its reason
             "modified_at": now_rfc3339(entry.modified if entry else None),
         })  # fmt: skip
 

@@ -21,24 +21,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..compat import Profile
 from ..engines import openai_client
 from ..engines.base import ChatRequest
 from ..errors import LtcaiError
 from . import chat
+from .capability_gate import check_call, measured_map
 from .body import read_json_object
 from .embeddings import counted_usage, encode_base64
 from .engine_request import engine_params
 from .in_flight import PREPARE_JOB_HEADER, ending_use, prepare_comments, take_keep_alive
 from .lifecycle import Use
 from .model_access import engine_of, model_key, ready_in_use, resolve_for_client
-from .model_catalog import usable_models
+from .model_catalog import CatalogEntry, usable_models
 from .models import LoadedModel
 from .preparing import prepared_model, start_or_join
 from .services import Services
 from .validation import (
     check_engine_embeds,
     check_engine_takes,
-    check_model_sees,
     parse_chat,
     parse_completion,
     parse_embeddings,
@@ -57,6 +58,10 @@ def _error_event(exc: LtcaiError) -> dict[str, Any]:
     return {"error": {"message": exc.message, "type": "server_error", "code": exc.code, "hint": exc.hint}}
 
 
+def _cached_profile(services: Services, entry: CatalogEntry) -> Profile | None:
+    return services.profiles.get(entry.extra.get("resolved_model", entry.id), entry.engine)
+
+
 def openai_routes(services: Services) -> list[Route]:
     limit = services.settings.max_body_bytes
 
@@ -67,6 +72,7 @@ def openai_routes(services: Services) -> list[Route]:
                 "object": "model",
                 "created": int(entry.modified),
                 "owned_by": entry.engine,
+                "capabilities": measured_map(_cached_profile(services, entry)),  # as measured
                 "ltcai": {
                     "engine": entry.engine,
                     "loaded": entry.loaded,
@@ -90,7 +96,7 @@ def openai_routes(services: Services) -> list[Route]:
         check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
 
         def check(loaded: LoadedModel) -> None:
-            check_model_sees(call, call.model, vision=loaded.profile.vision)
+            check_call(call, loaded)
 
         ready_now = found is not None and found.ready
         model = call.model

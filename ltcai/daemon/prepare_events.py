@@ -100,6 +100,8 @@ class SmokeDone:
     answer: str
     prompt: str
     seconds: float
+    # The capability verdicts measured with it (``probes``), for the report's stage log.
+    capabilities: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in SMOKE_OUTCOME:

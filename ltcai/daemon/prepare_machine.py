@@ -97,6 +97,12 @@ _SMOKE_FAILED_HINT: Final = (
 _INTERRUPTED_HINT: Final = "run prepare again"
 
 
+def _capabilities_extra(event: SmokeDone) -> dict[str, Any]:
+    """The verdicts measured with the smoke test, kept in its stage log (the report's key
+    set is fixed; a stage log's extra is where a step's details go)."""
+    return {} if event.capabilities is None else {"capabilities": event.capabilities}
+
+
 class PrepareMachine:
     """One prepare job's state, stage logs and report fields; see the module docstring."""
 
@@ -260,7 +266,7 @@ class PrepareMachine:
             _S.SMOKE_TEST,
             f"smoke test {event.status}: {event.reason}",
             now,
-            {"smoke_test": self._smoke.to_dict()},
+            {"smoke_test": self._smoke.to_dict(), **_capabilities_extra(event)},
         )
         if target is _S.READY:
             message = f"{self.model} is ready to chat on {self.engine}"

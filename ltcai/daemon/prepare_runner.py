@@ -17,12 +17,13 @@ import anyio
 import structlog
 
 from .._lazy import import_off_loop
-from ..compat import SMOKE_PROMPT, Profile
+from ..compat import SMOKE_PROMPT, Profile, capabilities_to_dict
 from ..engines.base import DownloadResult, EngineCheck, EngineContext, ServedModel
 from ..errors import EngineUnavailable, ErrorCode, LtcaiError
-from . import chat
+from . import chat, probes
 from .jobs import Job
 from .models import CRASH_WINDOW_S, LoadedModel
+from .readiness import Readiness
 from .prepare_machine import (
     Action,
     Cancel,
@@ -56,10 +57,11 @@ class _Work:
     profile: Profile | None = None
     served: ServedModel | None = None
     started_process: bool = False
+    probe: bool = False  # run every capability probe after the smoke test, not only context
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-async def run_prepare(services: Services, job: Job) -> None:
+async def run_prepare(services: Services, job: Job, *, probe: bool = False) -> None:
     resolution = job.resolution
     assert resolution is not None
     stall_s = services.settings.stall_timeout_s
@@ -69,7 +71,7 @@ async def run_prepare(services: Services, job: Job) -> None:
             job.step_scope.deadline = anyio.current_time() + stall_s
         job.publish_progress(message, done, total, unit)
 
-    work = _Work(services, job, services.engine_context(resolution.engine, progress))
+    work = _Work(services, job, services.engine_context(resolution.engine, progress), probe=probe)
     action: Action = job.machine.start()
     try:
         while isinstance(action, RunStep):
@@ -259,10 +261,19 @@ async def _smoke_test(work: _Work) -> Event:
     started = time.perf_counter()
     outcome = await chat.smoke_test(services, work.served, work.profile, max_tokens=_SMOKE_MAX_TOKENS)
     seconds = time.perf_counter() - started
-    # What the smoke test taught the profile is kept whatever the verdict; the model is
-    # registered with it (``_register``) only if the machine decides it is chat-ready.
-    work.profile = await services.profiles.put(outcome.profile)
-    return SmokeDone(outcome.verdict.status, outcome.verdict.reason, outcome.answer, SMOKE_PROMPT, seconds)
+    # The probes run here, inside SMOKE_TEST, so READY is announced with every verdict on
+    # the profile (see ``probes``); a model that cannot chat is not probed for more.
+    keys = ("context", *probes.GENERATING) if work.probe and outcome.verdict.usable else ("context",)
+    trial = LoadedModel(resolution=work.job.resolution, served=work.served, profile=outcome.profile,
+                        status=Readiness.READY, job_id=work.job.id)  # fmt: skip
+    profile = await probes.probe_capabilities(services, trial, keys, work.ctx.progress)
+    # What the smoke test and the probes taught the profile is kept whatever the verdict;
+    # the model is registered with it (``_register``) only if the machine decides it is chat-ready.
+    work.profile = await services.profiles.put(profile)
+    return SmokeDone(
+        outcome.verdict.status, outcome.verdict.reason, outcome.answer, SMOKE_PROMPT, seconds,
+        capabilities=capabilities_to_dict(work.profile.capabilities),
+    )  # fmt: skip
 
 
 async def _cleanup(work: _Work) -> None:

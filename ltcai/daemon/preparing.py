@@ -17,15 +17,18 @@ from .services import Services
 __all__ = ["prepared_model", "ready_model", "start_or_join"]
 
 
-async def start_or_join(services: Services, resolution: Resolution, *, force: bool = False) -> Job:
+async def start_or_join(
+    services: Services, resolution: Resolution, *, force: bool = False, probe: bool = False
+) -> Job:
     """The prepare job for ``resolution``: the finished one that made the model chat-ready
-    (unless ``force``), the one running now, or a new one."""
+    (unless ``force``, or ``probe``: the capability probes run in a prepare's smoke test),
+    the one running now, or a new one (with every probe if ``probe``)."""
     loaded = services.models.get(resolution.engine, resolution.resolved_model)
-    if loaded is not None and loaded.ready and not force:
+    if loaded is not None and loaded.ready and not (force or probe):
         finished = services.jobs.jobs.get(loaded.job_id)
         if finished is not None:
             return finished
-    job, created = services.jobs.start(resolution, lambda j: run_prepare(services, j))
+    job, created = services.jobs.start(resolution, lambda j: run_prepare(services, j, probe=probe))
     if created:
         # On disk before the client hears of it: a job id we answered with must still be
         # there (INTERRUPTED) after a kill -9 a millisecond later.

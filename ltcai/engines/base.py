@@ -123,6 +123,7 @@ class ServedModel:
     headers: dict[str, str] = field(default_factory=dict)  # e.g. Authorization; never logged
     artifact_path: str | None = None
     slots: int = 1  # requests the server answers at once (llama-server -np); more queue in ltcai
+    context: int | None = None  # tokens one request can use, where the adapter set it at start
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic
 # GGUFs that carry no chat template of their own (Gemma 3 base).
 _CHAT_FORMATS = {"gemma": "gemma", "chatml": "chatml", "llama": "llama-3", "mistral": "mistral-instruct"}
 _PORT_RETRIES = 3
+_DEFAULT_N_CTX = 4096  # what the server is started with when [engines.llamacpp] n_ctx is not set
 
 # Run in the engine's Python (``python -c``), or — when that is the daemon's own — in a
 # worker thread here, which answers the same question ~140 ms sooner (no interpreter
@@ -163,7 +164,7 @@ class LlamaCppEngine(EngineAdapter):
             "--model_alias", model_id,
             "--host", "127.0.0.1",
             "--port", str(port),
-            "--n_ctx", str(options.get("n_ctx", 4096)),
+            "--n_ctx", str(_context_size(options)),
             # Its default ends a running stream with [DONE] when another request arrives:
             # one client's answer would be cut short by the next. ltcai serves many
             # clients, so requests queue instead.
@@ -193,8 +194,20 @@ class LlamaCppEngine(EngineAdapter):
             what="llama.cpp",
         )
         return ServedModel(
-            engine=self.name, model=model_id, base_url=base_url, process=process, artifact_path=model_path
+            engine=self.name, model=model_id, base_url=base_url, process=process, artifact_path=model_path,
+            context=_per_request_context(ctx.options),
         )
+
+
+def _context_size(options: dict[str, Any]) -> Any:
+    return options.get("n_ctx", _DEFAULT_N_CTX)
+
+
+def _per_request_context(options: dict[str, Any]) -> int | None:
+    """The context one request can use: all of n_ctx (llama_cpp.server answers one at a
+    time); None for 0, "the model's own", which only the server knows."""
+    n_ctx = _context_size(options)
+    return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0 else None
 
 
 @hookimpl

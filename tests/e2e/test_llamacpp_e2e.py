@@ -178,3 +178,22 @@ def test_sigkilled_daemon_leaves_no_engine_behind(llamacpp_installed: None, daem
         assert restarted.client().get("/models")["models"] == []
     finally:
         assert restarted.stop() == 0
+
+
+def test_prepare_with_probe_measures_every_capability_of_smollm2(e2e_daemon: RunningDaemon) -> None:
+    """``--probe`` on the real engine: every capability gets a measured verdict (vision:
+    SmolLM2 claims none), chat is the smoke test's, context is llama.cpp's n_ctx per slot."""
+    report = e2e_daemon.prepare("smollm2", probe=True)
+    assert report["status"] == "ok", report
+    smoke = next(s for s in report["stage_logs"] if s["state"] == "smoke_test")
+    found = smoke["extra"]["capabilities"]
+    assert found["chat"]["status"] == "ok"
+    assert found["context"]["status"] == "ok"
+    assert found["context"]["reason"].startswith("4096 tokens per slot"), found["context"]  # the engine's default n_ctx
+    assert found["vision"]["status"] == "untested" and found["vision"]["reason"] == "the model does not claim vision"
+    for key in ("chat", "stream", "tools", "json_schema", "embeddings", "context"):
+        assert found[key]["status"] != "untested" and found[key]["measured_at"], (key, found[key])
+    # What the profile keeps is what the report said.
+    shown = e2e_daemon.client().get("/profiles/llamacpp:smollm2-135m-instruct-q4_1")["profile"]
+    assert shown["capabilities"] == found
+    print(json.dumps(found, indent=1))  # the verdicts, for the record (-s)

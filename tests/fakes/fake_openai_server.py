@@ -12,7 +12,7 @@ It binds a free loopback port itself (no race for the port) and prints, one per 
     HELPER <pid>                 (with --helper: a child left in its process group)
     LISTENING <port>
 
-Routes: ``GET /health``; ``GET /v1/models``; ``POST /v1/chat/completions`` with and
+Routes: ``GET /health``; ``GET /v1/models``; ``GET /props`` (llama-server's: ``n_ctx`` per slot); ``POST /v1/chat/completions`` with and
 without ``stream`` (Server-Sent Events, ending ``data: [DONE]``), ``/v1/completions`` and
 ``/v1/embeddings`` likewise; ``GET /debug/requests``: the last POST bodies, so a test sees
 what reached the engine. A chat with ``tools`` answers a call of the named (or first)
@@ -54,6 +54,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stall-stream", action="store_true", help="stream one chunk of a chat, then hang")
     parser.add_argument("--helper", action="store_true", help="start a child that stays in our process group")
     parser.add_argument("--no-embed", action="store_true", help="answer /v1/embeddings as a server without them")
+    parser.add_argument("--n-ctx", type=int, default=2048, help="the context per slot GET /props reports")
+    parser.add_argument("--ignore-tools", action="store_true", help="answer text to a chat with tools (no tool call)")
+    parser.add_argument("--ignore-format", action="store_true", help="ignore response_format (answer plain text)")
     parser.add_argument("--openai-limits", action="store_true", help="refuse what OpenAI's API refuses (see _openai_limits)")
     return parser.parse_args(argv)
 
@@ -88,6 +91,8 @@ class _Handler(Handler):
     def do_GET(self) -> None:  # noqa: N802
         if self.path == "/health":
             self.send_json(200, {"ok": True})
+        elif self.path == "/props":
+            self.send_json(200, {"default_generation_settings": {"n_ctx": self.options.n_ctx}, "total_slots": 1})
         elif self.path == "/debug/requests":
             self.send_json(200, {"requests": self.requests})
         elif self.path == "/v1/models":
@@ -125,6 +130,10 @@ class _Handler(Handler):
             os._exit(7)  # an engine that dies under a user's chat
         with self.lock:
             type(self).chats += 1
+        if options.ignore_tools:
+            request = {k: v for k, v in request.items() if k not in ("tools", "tool_choice")}
+        if options.ignore_format:
+            request = {k: v for k, v in request.items() if k != "response_format"}
         call = _tool_call(request)
         text = "" if call else _answer_text(options, request)
         if not options.ignore_stop:

@@ -22,6 +22,8 @@ ids unique: ``fake-slow-download-a3``). Behaviours:
     stall-stream        streamed chats send one chunk, then nothing ever again
     helper              the server starts a child left in its process group (reaping)
     no-embed            the server has no embeddings (as llama-server without --embeddings)
+    no-tools            the server answers text to a chat with tools (tools probe: failed)
+    no-schema           the server ignores response_format (json_schema probe: failed)
     one-slot            the served model has 1 slot (default 16: the server is threaded),
                         so a second request queues in the daemon
 
@@ -116,7 +118,7 @@ class Behaviour:
                 i += 2
                 continue
             pair = f"{word}-{following}"
-            if pair in ("needs-install", "failed-smoke", "crash-chat", "slow-stream", "stall-stream", "no-embed", "one-slot"):
+            if pair in ("needs-install", "failed-smoke", "crash-chat", "slow-stream", "stall-stream", "no-embed", "one-slot", "no-tools", "no-schema"):
                 flags.add(pair)
                 i += 2
                 continue
@@ -266,6 +268,10 @@ def _server_argv(model: str, behaviour: Behaviour) -> list[str]:
         argv += ["--helper"]
     if "no-embed" in behaviour.flags:
         argv += ["--no-embed"]
+    if "no-tools" in behaviour.flags:
+        argv += ["--ignore-tools"]
+    if "no-schema" in behaviour.flags:
+        argv += ["--ignore-format"]
     return argv
 
 
