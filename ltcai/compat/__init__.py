@@ -8,7 +8,13 @@
 """
 
 from ._answers import AnswerDelta, AnswerParts, AnswerStream, clean_answer
-from ._capabilities import CAPABILITY_KEYS, CAPABILITY_STATUSES, Capability, capabilities_to_dict
+from ._capabilities import (
+    CAPABILITY_KEYS,
+    CAPABILITY_STATUSES,
+    Capability,
+    capabilities_to_dict,
+    untested_capabilities,
+)
 from ._families import FAMILY_DEFAULTS, UNKNOWN_FAMILY, detect_family, family_defaults
 from ._generation import generation_params
 from ._harmony import (
@@ -55,6 +61,7 @@ __all__ = [
     "CAPABILITY_STATUSES",
     "Capability",
     "capabilities_to_dict",
+    "untested_capabilities",
     "MARKER_CATALOGUE",
     "AnswerDelta",
     "AnswerParts",

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..compat import Profile, capabilities_to_dict
-from ..compat._capabilities import untested_capabilities
+from ..compat import Profile, capabilities_to_dict, untested_capabilities
 from ..errors import FieldError
 from .models import LoadedModel
 from .validation import ChatCall, check_model_sees

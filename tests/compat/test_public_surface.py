@@ -26,7 +26,7 @@ PUBLIC = {
     "AnswerDelta", "AnswerParts", "AnswerStream", "clean_answer", "MARKER_CATALOGUE",
     "TemplateMarkers",
     # measured capabilities
-    "CAPABILITY_KEYS", "CAPABILITY_STATUSES", "Capability",
+    "CAPABILITY_KEYS", "CAPABILITY_STATUSES", "Capability", "capabilities_to_dict", "untested_capabilities",
     # post-processing: markers, steps, streaming, harmony
     "BAD_MARKERS", "HARMONY_MARKERS", "USER_TURN_MARKERS", "POSTPROCESSORS", "apply_postprocess",
     "strip_role_tokens", "trim_after_user_marker", "StreamPostprocessor", "HarmonyDelta",
