@@ -9,9 +9,10 @@ Every probe goes through the path a client's request takes (``chat.chat_once`` /
 ``chat.chat_stream``: profile parameters, post-processing, ltcai's tool-call fallback),
 so a verdict is about what a client would get, not about the raw engine.
 
-``context`` needs no generation and runs on every prepare; the probes that generate
-(``GENERATING``) run when asked (``ltcai prepare --probe``) or lazily, the first time a
-request needs one (:func:`ensure_measured`), keeping the default prepare to one completion.
+``context`` needs no generation and runs on every prepare (one GET, ~10 ms); the probes
+that generate (``GENERATING``) run when asked (``ltcai prepare --probe``, ``"probe": true``
+on ``POST /prepare``), keeping the default prepare to one completion. A capability never
+probed stays ``untested`` and is not refused.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from .models import LoadedModel
 from .services import Services
 from .validation import ChatCall
 
-__all__ = ["ANSWER_SCHEMA", "GENERATING", "WEATHER_TOOL", "ensure_measured", "probe_capabilities"]
+__all__ = ["ANSWER_SCHEMA", "GENERATING", "WEATHER_TOOL", "probe_capabilities"]
 
 log = structlog.get_logger(__name__)
 
@@ -92,15 +93,6 @@ async def probe_capabilities(
         if progress is not None:
             progress(f"{key}: {finding.status} ({finding.reason})")
     return loaded.profile
-
-
-async def ensure_measured(services: Services, loaded: LoadedModel, key: str) -> None:
-    """Probe ``key`` on a served model that never measured it (the lazy path: the first
-    request that needs the capability pays for its probe), and save the verdict."""
-    if loaded.profile.capabilities[key].status != "untested":
-        return
-    profile = await probe_capabilities(services, loaded, (key,))
-    loaded.profile = await services.profiles.put(profile)
 
 
 async def _measured(probe: Probe, services: Services, loaded: LoadedModel) -> Finding:
