@@ -25,6 +25,7 @@ import bench_download  # noqa: E402
 import bench_postprocess  # noqa: E402
 import bench_prepare  # noqa: E402
 import bench_proxy  # noqa: E402
+import bench_servers  # noqa: E402
 import bench_startup  # noqa: E402
 from _common import BENCH_DIR, BenchEnv, Section, fmt, load_average, log, machine_info  # noqa: E402
 
@@ -36,6 +37,7 @@ BENCHMARKS = {
     "postprocess": bench_postprocess,
     "prepare": bench_prepare,
     "download": bench_download,
+    "servers": bench_servers,
 }
 
 

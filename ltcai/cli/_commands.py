@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..config.settings import load_settings
-from ..errors import LtcaiError
+from ..errors import InvalidRequest, LtcaiError
 from ._client import DaemonClient, RemoteError
 from ._render import Renderer, capability_summary
 
@@ -64,6 +64,11 @@ def _status(args: argparse.Namespace, ui: Renderer) -> int:
 
 
 def _engines(args: argparse.Namespace, ui: Renderer) -> int:
+    if args.action == "install":
+        if not args.name:
+            raise InvalidRequest("name the engine to install", hint="e.g. `ltcai engines install llamacpp`")
+        outcome = ui.follow_install(_client(args).stream("POST", f"/engines/{quote(args.name, safe='')}/install"))
+        return 0 if outcome and outcome.get("type") == "installed" else 1
     engines = _client(args).get("/engines")["engines"]
     if ui.json_output:
         ui.emit_json(engines)

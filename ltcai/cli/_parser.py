@@ -79,7 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     command("status", "show whether the daemon runs, and what it serves")
-    command("engines", "list engines: available or not, version, how to install")
+    engines = command(
+        "engines",
+        "list engines: available or not, version, how to install; install one",
+        "List every engine: available or not, its version, where its server comes from,\n"
+        "why not and how to make it available. `install NAME` runs the engine's install\n"
+        "step now, with progress, instead of during the first prepare that needs it\n"
+        "(for llama.cpp: builds llama-server from the pinned llama.cpp source, ~10 minutes\n"
+        "on 2 cores, once per version).\n\n"
+        "examples:\n  ltcai engines\n  ltcai engines install llamacpp",
+    )
+    engines.add_argument("action", nargs="?", choices=["install"], help="install: install the named engine now")
+    engines.add_argument("name", nargs="?", help="the engine to install (see `ltcai engines`)")
 
     prepare = command(
         "prepare",

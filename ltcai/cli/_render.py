@@ -10,7 +10,18 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -149,24 +160,13 @@ class Renderer:
                 if event.get("type") == "report":
                     report = event["report"]
             return report
-        progress = Progress(
-            TextColumn("  {task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=self.err,
-            transient=True,
-        )
-        bar = None
+        live = _LiveProgress(self.err)
         report = None
-        with progress:
+        with live.progress:
             for event in events:
                 kind = event.get("type")
                 if kind == "state":
-                    if bar is not None:
-                        progress.remove_task(bar)
-                        bar = None
+                    live.end_bar()
                     finished = event.get("from")
                     if finished:
                         label = _STATE_LABELS.get(finished, finished)
@@ -174,18 +174,37 @@ class Renderer:
                         message = escape(event.get("message", ""))
                         self.err.print(f"{mark} [bold]{label:<18}[/] {message}", markup=True, soft_wrap=True)
                 elif kind == "progress":
-                    data = event.get("progress")
-                    if data and data.get("unit") == "B" and data.get("total"):
-                        if bar is None:
-                            bar = progress.add_task(event.get("message", "")[:40], total=data["total"])
-                        progress.update(bar, completed=data["done"], total=data["total"])
-                    elif event.get("message"):
-                        self.err.print(f"  [dim]{escape(event['message'])}[/]", markup=True, soft_wrap=True)
+                    live.show(event)
                 elif kind == "report":
                     report = event["report"]
         if report is not None:
             self.prepare_report(report)
         return report
+
+    def follow_install(self, events: Iterator[dict[str, Any]]) -> dict[str, Any] | None:
+        """Show an engine install's events live; return its last event, ``installed``.
+        (An ``error`` event raises in the client: the CLI shows it like any error.)"""
+        last = None
+        if self.json_output:
+            for event in events:
+                sys.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+                last = event
+            return last
+        live = _LiveProgress(self.err)
+        with live.progress:
+            for event in events:
+                last = event
+                if event.get("type") == "progress":
+                    live.show(event)
+        if last is None or last.get("type") != "installed":
+            self.error("the daemon ended the install without a word", "see `ltcai logs`")
+        else:
+            check = last.get("check") or {}
+            verb = "already available" if last.get("already") else "installed"
+            where = _engine_details(check)
+            self.out.print(f"[bold green]{verb}[/]: {escape(check.get('version') or '')} {escape(where)}".rstrip(), markup=True, soft_wrap=True)
+        return last
 
     def prepare_report(self, report: dict[str, Any]) -> None:
         status = report.get("status", "failed")
@@ -238,3 +257,53 @@ def _until(now: float, when: float | None, in_flight: int | None) -> str:
         return "never"
     seconds = max(0.0, when - now)
     return f"in {seconds:.0f} s" if seconds < 120 else f"in {seconds / 60:.0f} min"
+
+
+class _AmountColumn(ProgressColumn):
+    """Bytes and speed for a download, ``n/m`` for a build's steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._bytes, self._speed, self._steps = DownloadColumn(), TransferSpeedColumn(), MofNCompleteColumn()
+
+    def render(self, task: Task) -> Text:
+        if task.fields.get("unit") == "B":
+            return Text.assemble(self._bytes.render(task), " ", self._speed.render(task))
+        return self._steps.render(task)
+
+
+class _LiveProgress:
+    """Progress events on a terminal: a bar for bytes (downloads) or steps (a build), a
+    dim line for anything else. While a steps bar runs, the lines between its steps
+    (compiler chatter) only relabel the bar instead of scrolling hundreds of lines."""
+
+    def __init__(self, console: Console) -> None:
+        self.progress = Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            _AmountColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._console = console
+        self._bar: TaskID | None = None
+        self._unit: str | None = None
+
+    def show(self, event: dict[str, Any]) -> None:
+        data = event.get("progress") or {}
+        unit, total, message = data.get("unit"), data.get("total"), event.get("message", "")
+        if unit in ("B", "steps") and total:
+            if self._bar is None or self._unit != unit:
+                self.end_bar()
+                self._bar, self._unit = self.progress.add_task(message[:40], total=total, unit=unit), unit
+            self.progress.update(self._bar, completed=data.get("done") or 0, total=total)
+        elif self._unit == "steps" and self._bar is not None:
+            self.progress.update(self._bar, description=message[:40])
+        elif message:
+            self._console.print(f"  [dim]{escape(message)}[/]", markup=True, soft_wrap=True)
+
+    def end_bar(self) -> None:
+        if self._bar is not None:
+            self.progress.remove_task(self._bar)
+            self._bar = self._unit = None

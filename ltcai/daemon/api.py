@@ -24,6 +24,7 @@ from ..core import explain_rows, profile_view, resolve_with_settings
 from ..errors import LtcaiError, NotFound
 from . import chat
 from .body import optional_bool, optional_str, read_json_object, required_str
+from .engine_install import install_events
 from .http_errors import error_body, exception_handlers, ndjson_stream
 from .in_flight import ending_use, enter_while_connected, take_keep_alive
 from .metrics import metrics_route
@@ -35,6 +36,7 @@ from .tcp_access import access_warnings
 from .validation import check_engine_takes, check_model_sees, parse_chat
 
 __all__ = ["build_app", "error_body", "exception_handlers"]
+
 
 def _ndjson(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
     return ndjson_stream(events, lambda exc: {"type": "error", "error": exc.to_dict()})
@@ -76,6 +78,11 @@ def build_app(services: Services) -> Starlette:
             for name in services.plugins.engines():
                 tg.start_soon(check, name)
         return JSONResponse({"engines": [results[n] for n in sorted(results)]})
+
+    async def install_engine(request: Request) -> Response:
+        name = request.path_params["name"]
+        services.engine(name)  # an unknown engine is a 400 before any stream starts
+        return _ndjson(install_events(services, name))
 
     async def prepare(request: Request) -> Response:
         body = await read_json_object(request, limit)
@@ -198,6 +205,7 @@ def build_app(services: Services) -> Starlette:
     routes = [
         Route("/status", status),
         Route("/engines", engines),
+        Route("/engines/{name}/install", install_engine, methods=["POST"]),
         Route("/prepare", prepare, methods=["POST"]),
         Route("/jobs", list_jobs),
         Route("/jobs/{job_id}", show_job),

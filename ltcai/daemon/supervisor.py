@@ -75,7 +75,9 @@ class Supervisor:
         await process.watch()
         await self._forget(process)
         if not process.stopping:
-            log.warning("engine process exited", engine=process.name, pid=process.pid, returncode=process.returncode)
+            # A build step ends with 0 by design; a server that exits unasked is news.
+            report = log.info if process.returncode == 0 else log.warning
+            report("engine process exited", engine=process.name, pid=process.pid, returncode=process.returncode)
 
     async def stop_all(self, grace_s: float = 5.0) -> None:
         async with anyio.create_task_group() as tg:

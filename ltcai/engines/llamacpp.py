@@ -1,24 +1,32 @@
-"""The llama.cpp engine: llama-cpp-python's OpenAI-compatible server, one process per model.
+"""The llama.cpp engine: llama.cpp's own ``llama-server``, one process per model.
 
-- check: ``llama_cpp`` (with its server extra) in the engine's Python — the daemon's own
-  environment, a managed venv under ``engines/llamacpp``, or ``[engines.llamacpp] python``;
-- install: ``pip install "llama-cpp-python[server]"`` into the managed venv;
+- check: a llama-server (config, PATH, or ltcai's own build — see :mod:`.llama_server`);
+  with none, whether ltcai can build one here (cmake and a C++ compiler). The fallback,
+  ``server = "python"`` or chosen when no llama-server can be found or built: ``llama_cpp``
+  with its server extra in the engine's Python (the daemon's own environment, a managed
+  venv under ``engines/llamacpp``, or ``[engines.llamacpp] python``);
+- install: build llama-server from the pinned llama.cpp source, with progress, once per
+  version (:mod:`.llama_server_build`); fallback: ``pip install "llama-cpp-python[server]"``;
 - download: the bundled model, a local ``.gguf`` path, or a GGUF from the Hugging Face hub;
-- serve: ``python -m llama_cpp.server`` on a free loopback port, ready when ``/v1/models``
-  answers; the model loads at start, so there is no separate load step.
+- serve: ``llama-server --jinja --parallel N`` (continuous batching over N slots) on a free
+  loopback port, ready when ``/health`` says 200 (503 while loading is progress, not a
+  stall); fallback ``python -m llama_cpp.server``, ready when ``/v1/models`` answers. The
+  model loads at start, so there is no separate load step.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import structlog
 
 from .._lazy import import_off_loop
-from ..errors import DownloadError, ServerStartError
+from ..errors import DownloadError, EngineUnavailable, ServerStartError
 from ..plugins import hookimpl
 from . import gguf_files
 from .base import (
@@ -32,6 +40,8 @@ from .base import (
 )
 from .bundled import BUNDLED_MODELS, locate_bundled
 from .local_server import PortTaken, free_port, start_and_wait_ready
+from .llama_server import LOADING_STATUS, ServerBinary, default_slots, find_server_binary, probe_version, server_argv
+from .llama_server_build import BuildPlan, build_llama_server, install_dir, installed_binary, missing_tools, plan_build
 from .managed_venv import engine_python, install_and_recheck, run_probe
 
 __all__ = ["LlamaCppEngine"]
@@ -45,6 +55,7 @@ _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "pydantic
 _CHAT_FORMATS = {"gemma": "gemma", "chatml": "chatml", "llama": "llama-3", "mistral": "mistral-instruct"}
 _PORT_RETRIES = 3
 _DEFAULT_N_CTX = 4096  # what the server is started with when [engines.llamacpp] n_ctx is not set
+_SERVERS = ("auto", "llama-server", "python")
 
 # Run in the engine's Python (``python -c``), or — when that is the daemon's own — in a
 # worker thread here, which answers the same question ~140 ms sooner (no interpreter
@@ -65,9 +76,19 @@ def _probe_here() -> str:
     return namespace["probe"]()
 
 
+@dataclass(frozen=True)
+class _Choice:
+    """Which server this host runs, as decided by ``_choose``."""
+
+    server: str  # "llama-server" or "python"
+    binary: ServerBinary | None = None  # llama-server found
+    plan: BuildPlan | None = None  # llama-server to build (binary None)
+    build_blocker: str | None = None  # why no llama-server can be built here
+
+
 class LlamaCppEngine(EngineAdapter):
     name = "llamacpp"
-    description = "llama.cpp via llama-cpp-python's OpenAI-compatible server (CPU, CUDA, Metal)"
+    description = "llama.cpp: llama-server (parallel slots, continuous batching); llama-cpp-python's server as fallback"
     # llama-server's OpenAI API (with --jinja: the GGUF's own template and tool-call format);
     # it answers one choice (no n), and sees images only with a projector (not set up).
     request_rules = RequestRules(fields=frozenset({
@@ -77,11 +98,87 @@ class LlamaCppEngine(EngineAdapter):
 
     def __init__(self) -> None:
         self._verified: set[tuple] = set()  # files already hashed, see gguf_files.verify_file
+        self._versions: dict[tuple[str, int], str | None] = {}  # (binary, mtime) → --version
+        self._build_locks: dict[str, anyio.Lock] = {}  # single-flight per build destination
 
     def _python(self, ctx: EngineContext) -> str:
         return engine_python(self.name, ctx.options, ctx.engines_dir)
 
+    def _mode(self, ctx: EngineContext) -> str:
+        mode = str(ctx.options.get("server", "auto"))
+        if mode not in _SERVERS:
+            raise EngineUnavailable(
+                f"[engines.llamacpp] server = {mode!r} is not one of {', '.join(_SERVERS)}",
+                hint='"auto" (the default) runs llama-server, building it if needed, else llama-cpp-python',
+                code="invalid_config",
+            )
+        return mode
+
+    async def _choose(self, ctx: EngineContext) -> _Choice:
+        mode = self._mode(ctx)
+        if mode == "python":
+            return _Choice("python")
+        plan = plan_build(ctx.options)
+
+        def look() -> tuple[ServerBinary | None, str | None]:
+            binary = find_server_binary(ctx.options, installed_binary(ctx.engines_dir, plan))
+            return binary, (None if binary else missing_tools(plan))
+
+        binary, blocker = await ctx.run_sync(look)
+        if binary is not None:
+            return _Choice("llama-server", binary=binary)
+        if blocker is None or mode == "llama-server":
+            return _Choice("llama-server", plan=plan, build_blocker=blocker)
+        return _Choice("python", build_blocker=blocker)  # auto, and nothing to build with
+
+    async def _version(self, ctx: EngineContext, path: str) -> str | None:
+        try:
+            mtime = (await ctx.run_sync(os.stat, path)).st_mtime_ns
+        except OSError:
+            return None
+        key = (path, mtime)
+        if key not in self._versions:
+            self._versions[key] = await probe_version(path)
+        return self._versions[key]
+
     async def check(self, ctx: EngineContext) -> EngineCheck:
+        choice = await self._choose(ctx)
+        if choice.server == "python":
+            check = await self._check_python(ctx)
+            if choice.build_blocker:  # say why the faster server is not used
+                details = {**check.details, "why_not_llama_server": f"cannot build llama-server: {choice.build_blocker} missing"}
+                check = EngineCheck(**{**check.to_dict(), "details": details})
+            return check
+        if choice.binary is not None:
+            version = await self._version(ctx, choice.binary.path)
+            details = choice.binary.to_dict(version)
+            if version is None:
+                return EngineCheck(
+                    available=False,
+                    reason=f"the llama-server at {choice.binary.path} ({choice.binary.origin}) does not run",
+                    install_hint="fix or remove [engines.llamacpp] server_binary, or set server = \"python\"",
+                    details=details,
+                )
+            return EngineCheck(available=True, version=version, details=details)
+        assert choice.plan is not None
+        folder = install_dir(ctx.engines_dir, choice.plan)
+        if choice.build_blocker:
+            return EngineCheck(
+                available=False,
+                reason=f"no llama-server found, and building one needs {choice.build_blocker}",
+                install_hint="install llama.cpp (brew install llama.cpp, or your distribution's package), "
+                "or cmake and a C++ compiler so ltcai can build it, or set server = \"python\"",
+                details={"server": "llama-server"},
+            )
+        return EngineCheck(
+            available=False,
+            reason="no llama-server found (config, PATH, or an earlier ltcai build)",
+            install_hint=f"`ltcai engines install llamacpp` builds it into {folder} (~10 minutes on 2 cores)",
+            installable=True,
+            details={"server": "llama-server", "build": str(folder), "backend": choice.plan.backend},
+        )
+
+    async def _check_python(self, ctx: EngineContext) -> EngineCheck:
         python = self._python(ctx)
         if python == sys.executable:
             answer = await ctx.run_sync(_probe_here)
@@ -92,12 +189,14 @@ class LlamaCppEngine(EngineAdapter):
             answer = probed
         version, _, missing = answer.strip().partition(" ")
         hint = f'pip install "{_PACKAGE}"  (or let `ltcai prepare` install it into a managed venv)'
+        details = {"server": "python", "python": python}
         if not version:
             return EngineCheck(
                 available=False,
                 reason=f"llama-cpp-python is not installed for {python}",
                 install_hint=hint,
                 installable=True,
+                details=details,
             )
         if missing:
             return EngineCheck(
@@ -106,14 +205,35 @@ class LlamaCppEngine(EngineAdapter):
                 reason=f"llama-cpp-python {version} lacks its server extra (missing: {missing})",
                 install_hint=hint,
                 installable=True,
+                details=details,
             )
-        return EngineCheck(available=True, version=version, details={"python": python})
+        return EngineCheck(available=True, version=version, details=details)
 
     async def install(self, ctx: EngineContext, check: EngineCheck) -> InstallResult | None:
         if check.available:
             return None
-        ctx.progress(f"installing {_PACKAGE} (a source build takes ~10 minutes on 2 cores)")
-        return await install_and_recheck(self, ctx, [_PACKAGE], "llama-cpp-python")
+        if check.details.get("server") == "python":
+            ctx.progress(f"installing {_PACKAGE} (a source build takes ~10 minutes on 2 cores)")
+            return await install_and_recheck(self, ctx, [_PACKAGE], "llama-cpp-python")
+        plan = plan_build(ctx.options)
+        lock = self._build_locks.setdefault(str(install_dir(ctx.engines_dir, plan)), anyio.Lock())
+        if lock.locked():
+            ctx.progress("llama-server is being built by another prepare; waiting for it")
+        async with lock:
+            # A concurrent prepare may have built it while this one waited.
+            binary = await ctx.run_sync(installed_binary, ctx.engines_dir, plan)
+            built_now = binary is None
+            if built_now:
+                binary = await build_llama_server(ctx, plan)
+        after = await self.check(ctx)
+        if not after.available:
+            raise EngineUnavailable(
+                f"built llama-server but the check still fails: {after.reason}",
+                hint=after.install_hint,
+                code="engine_install_failed",
+            )
+        verb = "built" if built_now else "found (built by a concurrent prepare)"
+        return InstallResult(installed=True, message=f"{verb} llama-server {after.version} at {binary}", version=after.version)
 
     async def download(self, ctx: EngineContext, resolution: Any) -> DownloadResult | None:
         model = resolution.resolved_model
@@ -156,7 +276,7 @@ class LlamaCppEngine(EngineAdapter):
         assert last_error is not None
         raise last_error
 
-    def _argv(self, ctx: EngineContext, model_path: str, model_id: str, port: int) -> list[str]:
+    def _python_argv(self, ctx: EngineContext, model_path: str, model_id: str, port: int) -> list[str]:
         options = ctx.options
         argv = [
             self._python(ctx), "-m", "llama_cpp.server",
@@ -185,17 +305,43 @@ class LlamaCppEngine(EngineAdapter):
         port = free_port()
         model_id = resolution.resolved_model
         base_url = f"http://127.0.0.1:{port}/v1"
+        choice = await self._choose(ctx)
+        if choice.server == "python":
+            process = await start_and_wait_ready(
+                ctx,
+                self.name,
+                self._python_argv(ctx, model_path, model_id, port),
+                base_url + "/models",
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                what="llama.cpp (python)",
+            )
+            return ServedModel(
+                engine=self.name, model=model_id, base_url=base_url, process=process, artifact_path=model_path,
+                context=_per_request_context(ctx.options),
+            )
+        if choice.binary is None:
+            raise ServerStartError("no llama-server to start", hint="run `ltcai engines install llamacpp`")
+        slots = int(ctx.options.get("parallel") or default_slots())
+        argv = server_argv(
+            choice.binary.path,
+            model_path=model_path,
+            model_id=model_id,
+            port=port,
+            options=ctx.options,
+            profile=ctx.profile,
+            slots=slots,
+        )
         process = await start_and_wait_ready(
             ctx,
             self.name,
-            self._argv(ctx, model_path, model_id, port),
-            base_url + "/models",
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            what="llama.cpp",
+            argv,
+            f"http://127.0.0.1:{port}/health",
+            what="llama-server",
+            loading_status=LOADING_STATUS,
         )
         return ServedModel(
             engine=self.name, model=model_id, base_url=base_url, process=process, artifact_path=model_path,
-            context=_per_request_context(ctx.options),
+            slots=slots, context=_per_request_context(ctx.options),
         )
 
 
@@ -204,8 +350,9 @@ def _context_size(options: dict[str, Any]) -> Any:
 
 
 def _per_request_context(options: dict[str, Any]) -> int | None:
-    """The context one request can use: all of n_ctx (llama_cpp.server answers one at a
-    time); None for 0, "the model's own", which only the server knows."""
+    """The context one request can use: n_ctx (llama_cpp.server answers one at a time;
+    llama-server gives each slot n_ctx); None for 0, "the model's own", which only the
+    server knows."""
     n_ctx = _context_size(options)
     return n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) and n_ctx > 0 else None
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["PortTaken", "free_port", "start_and_wait_ready", "why_it_exited"]
 
 _READY_POLL_S = 0.01  # a refused connect costs ~0.1 ms; a late READY costs the user
+_LOADING_REPORT_S = 1.0  # "still loading" progress at most this often
 
 
 class PortTaken(Exception):
@@ -45,14 +46,21 @@ async def start_and_wait_ready(
     *,
     env: dict[str, str] | None = None,
     what: str | None = None,
+    loading_status: int | None = None,
 ) -> ProcessHandle:
-    """Spawn ``argv`` and return once ``ready_url`` answers 200; fail if the child exits first."""
+    """Spawn ``argv`` and return once ``ready_url`` answers 200; fail if the child exits first.
+
+    ``loading_status``: the status the server answers while it loads the model (llama-server's
+    ``/health`` says 503): reported as progress, so a big model that keeps loading is never
+    failed as stalled, and the user sees why it waits.
+    """
     process = await ctx.spawn(engine, argv, env=env)
     ctx.progress(f"{what or engine} server starting (pid {process.pid})")
     ready = False
+    next_report = 0.0
 
     async def poll_ready(scope: anyio.CancelScope) -> None:
-        nonlocal ready
+        nonlocal ready, next_report
         while True:
             try:
                 response = await ctx.http.get(ready_url, timeout=2.0)
@@ -60,6 +68,9 @@ async def start_and_wait_ready(
                     ready = True
                     scope.cancel()
                     return
+                if response.status_code == loading_status and anyio.current_time() >= next_report:
+                    ctx.progress(f"{what or engine} is loading the model")
+                    next_report = anyio.current_time() + _LOADING_REPORT_S
             except httpx.HTTPError:
                 pass
             await anyio.sleep(_READY_POLL_S)
@@ -75,21 +86,27 @@ async def start_and_wait_ready(
     if ready:
         return process
     tail = process.last_lines(15)
-    if any("address already in use" in line.lower() for line in tail):
+    if any(_PORT_TAKEN.search(line) for line in tail):
         raise PortTaken(ready_url)
     output = "its last output:\n" + "\n".join(why_it_exited(process.last_lines(60)))
+    server = what or engine
+    server = server if server.endswith("server") else f"{server} server"
     if any(_OUT_OF_MEMORY.search(line) for line in process.last_lines(60)):
         raise ServerStartError(
-            f"the {what or engine} server exited with code {process.returncode} before it was ready:"
+            f"the {server} exited with code {process.returncode} before it was ready:"
             " it ran out of memory loading the model",
             hint="close other programs, pick a smaller quantization (Q4_K_M → Q3_K_S, or a smaller model)"
             " or a shorter context (the engine's n_ctx option); " + output,
             code="not_enough_memory",
         )
     raise ServerStartError(
-        f"the {what or engine} server exited with code {process.returncode} before it was ready",
+        f"the {server} exited with code {process.returncode} before it was ready",
         hint=output,
     )
+
+
+# How servers say their port is taken: uvicorn (Python servers), llama-server.
+_PORT_TAKEN = re.compile(r"address already in use|couldn't bind HTTP server socket", re.IGNORECASE)
 
 
 # How engines say they could not get memory: llama.cpp / ggml, CUDA, Python (numpy), C++.

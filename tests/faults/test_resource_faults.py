@@ -81,22 +81,32 @@ def test_disk_full_mid_download_fails_clearly_keeps_the_partial_and_resumes(
     assert dest.read_bytes() == gguf_4mib and not partial.exists()
 
 
-def test_not_enough_memory_to_load_fails_with_a_memory_hint(start_daemon, daemon_root):
+@pytest.mark.parametrize("server", ["llama-server", "python"])
+def test_not_enough_memory_to_load_fails_with_a_memory_hint(start_daemon, daemon_root, server):
     """REAL llama.cpp (bundled SmolLM2), its server started under ``ulimit -v`` ~1 GB (a
-    wrapper set as the engine's python): loading with a 4096-token context runs out of
-    address space. The user is told it is memory, and what to do."""
-    if importlib.util.find_spec("llama_cpp") is None:
+    wrapper set as the engine's python, or as its llama-server): loading with a context
+    too long for that (4096 tokens for llama-cpp-python; 4 slots × 32768 for llama-server)
+    runs out of address space. The user is told it is memory, and what to do."""
+    if server == "python":
+        found = importlib.util.find_spec("llama_cpp") is not None
+        target, only_for, option = sys.executable, "*llama_cpp.server*", "python"
+        settings = 'server = "python"\nn_ctx = 4096\n'
+    else:
+        found = shutil.which("llama-server") is not None
+        target, only_for, option = shutil.which("llama-server"), "*--model*", "server_binary"
+        settings = 'server = "llama-server"\nn_ctx = 32768\nparallel = 4\n'
+    if not found:
         if os.environ.get("LTCAI_REQUIRE_E2E"):
-            pytest.fail("llama-cpp-python is missing in CI")
-        pytest.skip("needs llama-cpp-python (scripts/setup-env --test)")
-    wrapper = daemon_root / "python-1g"
+            pytest.fail(f"{server} (llama.cpp) is missing in CI")
+        pytest.skip(f"needs {server} (scripts/test sets it up)")
+    wrapper = daemon_root / f"{server}-1g"
     wrapper.write_text(
         "#!/bin/sh\n"
-        'case "$*" in *llama_cpp.server*) ulimit -v 1000000 ;; esac\n'  # only the server, not the check
-        f'exec {sys.executable} "$@"\n'
+        f'case "$*" in {only_for}) ulimit -v 1000000 ;; esac\n'  # only the server, not the check
+        f'exec {target} "$@"\n'
     )
     wrapper.chmod(0o700)
-    daemon = start_daemon(config=f'[engines.llamacpp]\npython = "{wrapper}"\nn_ctx = 4096\nn_threads = 2\n')
+    daemon = start_daemon(config=f'[engines.llamacpp]\n{option} = "{wrapper}"\n{settings}n_threads = 2\n')
     report = daemon.report("smollm2", engine="llamacpp")
     error = report["error"]
     assert (report["state"], error["state"], error["code"]) == ("failed", "server_starting", "not_enough_memory")

@@ -1,0 +1,1 @@
+int part1(void) { return 1; }

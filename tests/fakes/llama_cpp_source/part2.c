@@ -1,0 +1,1 @@
+int part2(void) { return 2; }

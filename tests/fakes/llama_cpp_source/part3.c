@@ -1,0 +1,1 @@
+int part3(void) { return 3; }
