@@ -124,9 +124,20 @@ async def list_served_models(http: httpx.AsyncClient, served: ServedModel) -> li
         ) from exc
 
 
+SMOKE_SEED = 42
+
+
 async def smoke_test(services: Services, served: ServedModel, profile: Profile, *, max_tokens: int) -> SmokeOutcome:
     """Send the smoke prompt, classify the raw answer, record the verdict on the profile."""
-    params, _held = engine_params(services.engine(served.engine).request_rules, profile, {"max_tokens": max_tokens}, {})
+    rules = services.engine(served.engine).request_rules
+    # A fixed seed where the engine takes one: the same model on the same engine gets the
+    # same verdict at every prepare. Unseeded, llama-server samples anew each time, and
+    # SmolLM2 at its profile's temperature falls into a loop ("2 + 2 = 4. 2 + 2 = 4. …")
+    # on a few percent of prepares: a verdict that depends on luck is no verdict. (Not to
+    # hosted models: they get nothing the user did not set.)
+    seeded = rules.profile_sampling and (rules.fields is None or "seed" in rules.fields)
+    fields = {"seed": SMOKE_SEED} if seeded else {}
+    params, _held = engine_params(rules, profile, {"max_tokens": max_tokens}, fields)
     request = ChatRequest(shape_messages(profile, [{"role": "user", "content": SMOKE_PROMPT}]), params)
     answer = await openai_client.chat_completion(services.chat_http, served, request)
     raw = _message_of(answer)[1].get("content") or ""
