@@ -409,14 +409,17 @@ class Lifecycle:
             f" {format_bytes(budget)} memory budget {unloading}; {held_text}",
         )
 
-    async def make_room(self, job: Job, download: DownloadResult | None, options: dict[str, Any]) -> MemoryEstimate | None:
+    async def make_room(
+        self, job: Job, download: DownloadResult | None, options: dict[str, Any], sequences: int = 1
+    ) -> MemoryEstimate | None:
         """Before ``job`` starts its engine: evict what must go, or fail ``not_enough_memory``.
+        ``sequences``: how many contexts the engine allocates a KV cache for (its slots).
 
         Evictions and the reservation happen under one lock, so two prepares cannot both
         count on the same free memory.
         """
         assert job.resolution is not None
-        estimate = await memory.estimate_need(job.resolution.engine, download, options)
+        estimate = await memory.estimate_need(job.resolution.engine, download, options, sequences)
         need = estimate.total if estimate is not None else 0
         async with self._room_lock:
             plan = self._plan(job, need)

@@ -5,12 +5,14 @@ anything runs:
 
 - a GGUF (llama.cpp): the weights are the file (mapped and touched whole), plus the KV
   cache the server allocates up front for its context, from the file's header — layers ×
-  KV heads × (K width + V width) × 2 bytes (f16 cache) per token, × ``n_ctx`` tokens;
+  KV heads × (K width + V width) × 2 bytes (f16 cache) per token, × ``n_ctx`` tokens,
+  × the server's slots (llama-server keeps one context per slot);
 - other weights (an MLX or vLLM folder, a fake's byte count): their size on disk;
 - plus the engine's own overhead (``ENGINE_OVERHEAD_BYTES``): the server process and its
   compute buffers. Measured for llama.cpp: llama_cpp.server with SmolLM2-135M at n_ctx
   4096, after a chat, holds 327 MiB RSS; the estimate is 343 MiB (93 MiB weights + 90 MiB
-  KV cache + 160 MiB overhead).
+  KV cache + 160 MiB overhead). llama-server with 4 slots of 4096: 490–513 MiB RSS against
+  an estimate of 613 MiB (93 + 4 × 90 + 160): its own overhead is smaller.
 
 Models whose memory is another program's (Ollama, LM Studio, a remote API: no engine
 process of ltcai's) are not counted: there is nothing ltcai could evict to make room.
@@ -44,7 +46,8 @@ class MemoryEstimate:
     weights: int
     kv_cache: int
     overhead: int
-    context_tokens: int | None = None  # what the KV cache was sized for
+    context_tokens: int | None = None  # what the KV cache was sized for, per sequence
+    sequences: int = 1  # how many such contexts (slots)
 
     @property
     def total(self) -> int:
@@ -57,6 +60,7 @@ class MemoryEstimate:
             "kv_cache": self.kv_cache,
             "overhead": self.overhead,
             "context_tokens": self.context_tokens,
+            "sequences": self.sequences,
         }
 
 
@@ -79,8 +83,12 @@ def _context_tokens(options: dict[str, Any], trained: int | None) -> int:
     return n_ctx
 
 
-async def estimate_need(engine: str, download: DownloadResult | None, options: dict[str, Any]) -> MemoryEstimate | None:
-    """What serving these weights on ``engine`` will take; None when nothing says (no weights)."""
+async def estimate_need(
+    engine: str, download: DownloadResult | None, options: dict[str, Any], sequences: int = 1
+) -> MemoryEstimate | None:
+    """What serving these weights on ``engine`` will take; None when nothing says (no weights).
+    ``sequences``: the contexts the server allocates a KV cache for up front (llama-server's
+    slots, each ``n_ctx`` tokens)."""
     if download is None:
         return None
     path = Path(download.path) if download.path else None
@@ -96,9 +104,9 @@ async def estimate_need(engine: str, download: DownloadResult | None, options: d
         per_token = shape.kv_bytes_per_token()
         if per_token:
             context = _context_tokens(options, shape.context_length)
-            kv_cache = per_token * context
+            kv_cache = per_token * context * max(1, sequences)
     overhead = ENGINE_OVERHEAD_BYTES.get(engine, _DEFAULT_OVERHEAD_BYTES)
-    return MemoryEstimate(weights, kv_cache, overhead, context)
+    return MemoryEstimate(weights, kv_cache, overhead, context, max(1, sequences))
 
 
 def _meminfo_total() -> int | None:

@@ -202,7 +202,8 @@ async def _server_starting(work: _Work) -> Event:
     if previous is not None and previous.served.process is not None:
         await previous.served.process.stop()
     await _restart_backoff(work)
-    await services.lifecycle.make_room(work.job, work.download, work.ctx.options)  # or not_enough_memory
+    sequences = await adapter.kv_sequences(work.ctx)
+    await services.lifecycle.make_room(work.job, work.download, work.ctx.options, sequences)  # or not_enough_memory
     served = await adapter.serve(work.ctx, resolution, work.download)
     work.served = served
     work.started_process = served.process is not None

@@ -235,6 +235,11 @@ class EngineAdapter:
         """Start (or find) the server for this model and return once it answers. Required."""
         raise NotImplementedError(f"engine {self.name} cannot serve models")
 
+    async def kv_sequences(self, ctx: EngineContext) -> int:
+        """How many contexts the server will hold a KV cache for (its parallel slots), so
+        the daemon's memory estimate counts them before the server starts. Default 1."""
+        return 1
+
     async def load(self, ctx: EngineContext, served: ServedModel) -> LoadResult | None:
         """Load / warm the model on the running server. None: loaded when served."""
         return None

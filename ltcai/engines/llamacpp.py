@@ -178,6 +178,13 @@ class LlamaCppEngine(EngineAdapter):
             details={"server": "llama-server", "build": str(folder), "backend": choice.plan.backend},
         )
 
+    async def kv_sequences(self, ctx: EngineContext) -> int:
+        choice = await self._choose(ctx)
+        return self._slots(ctx) if choice.server == "llama-server" else 1
+
+    def _slots(self, ctx: EngineContext) -> int:
+        return int(ctx.options.get("parallel") or default_slots())
+
     async def _check_python(self, ctx: EngineContext) -> EngineCheck:
         python = self._python(ctx)
         if python == sys.executable:
@@ -321,7 +328,7 @@ class LlamaCppEngine(EngineAdapter):
             )
         if choice.binary is None:
             raise ServerStartError("no llama-server to start", hint="run `ltcai engines install llamacpp`")
-        slots = int(ctx.options.get("parallel") or default_slots())
+        slots = self._slots(ctx)
         argv = server_argv(
             choice.binary.path,
             model_path=model_path,
