@@ -1,6 +1,6 @@
 """Agent loops, structured output and embeddings with the official clients, on the real engine.
 
-The ``openai`` SDK over loopback TCP against a real daemon whose
+The ``openai`` SDK and the ``ollama`` client over loopback TCP against a real daemon whose
 llamacpp engine runs llama.cpp's ``llama-server`` (``--jinja``) serving SmolLM2: a two-turn
 tool loop (plain and streamed), a JSON-schema answer constrained by llama-server's grammar,
 and embeddings from a daemon configured to serve them.
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import ollama
 import openai
 import pytest
 
@@ -130,6 +131,26 @@ def test_a_json_schema_answer_parses_and_validates(tcp_daemon: TcpDaemon) -> Non
     parsed = json.loads(content)
     assert set(parsed) == {"city", "population_millions"}, parsed
     assert isinstance(parsed["city"], str) and isinstance(parsed["population_millions"], (int, float))
+
+
+def test_the_ollama_client_gets_tool_calls(tcp_daemon: TcpDaemon) -> None:
+    """Ollama's API has no tool_choice: the model decides. Asked cold, SmolLM2 135M answers in
+    prose; after one earlier call-result-answer exchange (Ollama's own shapes: arguments as an
+    object, a ``tool`` turn naming the tool) it calls get_weather on most seeds, this one included."""
+    client = ollama.Client(host=tcp_daemon.host, headers={"Authorization": f"Bearer {tcp_daemon.token}"}, timeout=240)
+    history = [
+        {"role": "user", "content": "What is the weather like in London right now?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "London"}}}]},
+        {"role": "tool", "tool_name": "get_weather", "content": json.dumps({"weather": "rain, 12 C"})},
+        {"role": "assistant", "content": "It is raining in London, 12 C."},
+        ASK,
+    ]
+    answer = client.chat(model="smollm2", messages=history, tools=[WEATHER_TOOL], options={"num_predict": 60, "seed": 0})
+    calls = answer.message.tool_calls
+    assert calls and len(calls) == 1 and calls[0].function.name == "get_weather", answer.message
+    arguments = calls[0].function.arguments  # Ollama's shape: an object, not a JSON string
+    assert isinstance(arguments, dict) and isinstance(arguments.get("city"), str) and arguments["city"].strip()
+    assert not answer.message.content and answer.done
 
 
 EMBEDDINGS = '[engines.llamacpp]\nembeddings = true\npooling = "mean"\n'
