@@ -12,8 +12,15 @@ that never ends before ``max_tokens``):
 Each client runs a closed loop (one request, then the next), a new connection per
 request (llama-server closes some reused keep-alive connections under load; a new
 connection costs ~0.1 ms on loopback). Rounds interleave the three paths so drift of
-the machine hits each alike. Tokens: ``max_tokens`` for an answer that stopped on
-the length limit (all of them, with this prompt), else its content events.
+the machine hits each alike. Tokens: the completion tokens the answer's ``finish_reason``
+and ``usage`` say (``stream_options.include_usage``; llama_cpp.server sends no usage, and
+does not merge chunks: its content events are its tokens). Content events would
+undercount ltcai, whose post-processing holds back a chunk that might begin a marker
+and sends it with the next.
+
+Run it on a quiet machine: llama.cpp's threads spin at barriers, so another busy process
+on 2 cores slows its batches several-fold (a first run beside a test suite measured
+llama-server at 26 tok/s for 16 clients).
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import time
 from dataclasses import dataclass, field
 
 from _common import PYTHON, BenchEnv, Dist, Section, Target, fmt, free_port, http_get_ok, log, smollm2_path
-from _paired import Endpoint, StreamSample, _stream
+from _paired import Endpoint, StreamSample
+from _rawhttp import content_of_event
 
 TITLE = "8. llama-server vs llama_cpp.server, and llama-server through ltcai (SmolLM2, streaming)"
 MAX_TOKENS = 48
@@ -58,6 +66,7 @@ def _body(model: str) -> bytes:
             "temperature": 0.0,
             "max_tokens": MAX_TOKENS,
             "stream": True,
+            "stream_options": {"include_usage": True},
         }
     ).encode()
 
@@ -69,16 +78,43 @@ async def _closed_loop(endpoint: Endpoint, body: bytes, clients: int, per_client
         for _ in range(per_client):
             conn = await endpoint.connect()
             try:
-                sample = await _stream(conn, endpoint, body)
+                sample, completion_tokens = await _stream_counted(conn, endpoint, body)
             finally:
                 await conn.close()
             run.samples.append(sample)
-            run.tokens += MAX_TOKENS if sample.content_events >= MAX_TOKENS - 4 else sample.content_events
+            run.tokens += completion_tokens
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
     run.seconds = time.perf_counter() - started
     return run
+
+
+async def _stream_counted(conn, endpoint: Endpoint, body: bytes) -> tuple[StreamSample, int]:  # type: ignore[no-untyped-def]
+    """One streamed answer: its timings, and its completion tokens (usage, else events)."""
+    response = await conn.stream_events("POST", endpoint.path, body, endpoint.headers)
+    if response.status != 200:
+        raise RuntimeError(f"{endpoint.label}: HTTP {response.status}")
+    arrivals, pieces, usage = [], [], None
+    for arrived, payload in response.events:
+        if not payload.startswith(b"data:") or payload[5:].strip() == b"[DONE]":
+            continue
+        event = json.loads(payload[5:])
+        if event.get("error"):
+            raise RuntimeError(f"{endpoint.label}: error event {payload[:300]!r}")
+        usage = event.get("usage") or usage
+        content = content_of_event(payload)
+        if content:
+            arrivals.append(arrived)
+            pieces.append(content)
+    if not arrivals:
+        raise RuntimeError(f"{endpoint.label}: a stream with no content")
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    sample = StreamSample(
+        response.end_ns - response.start_ns, arrivals[0] - response.start_ns, gaps, len(arrivals), "".join(pieces), pieces
+    )
+    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+    return sample, int(tokens) if tokens else len(arrivals)
 
 
 def _start_python_server(port: int) -> subprocess.Popen[bytes]:

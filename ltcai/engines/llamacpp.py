@@ -42,7 +42,7 @@ from .bundled import BUNDLED_MODELS, locate_bundled
 from .local_server import PortTaken, free_port, start_and_wait_ready
 from .llama_server import LOADING_STATUS, ServerBinary, default_slots, find_server_binary, probe_version, server_argv
 from .llama_server_build import BuildPlan, build_llama_server, install_dir, installed_binary, missing_tools, plan_build
-from .managed_venv import engine_python, install_and_recheck, run_probe
+from .managed_venv import engine_python, install_and_recheck, recheck_after_install, run_probe
 
 __all__ = ["LlamaCppEngine"]
 
@@ -232,13 +232,7 @@ class LlamaCppEngine(EngineAdapter):
             built_now = binary is None
             if built_now:
                 binary = await build_llama_server(ctx, plan)
-        after = await self.check(ctx)
-        if not after.available:
-            raise EngineUnavailable(
-                f"built llama-server but the check still fails: {after.reason}",
-                hint=after.install_hint,
-                code="engine_install_failed",
-            )
+        after = await recheck_after_install(self, ctx, f"llama-server ({binary})")
         verb = "built" if built_now else "found (built by a concurrent prepare)"
         return InstallResult(installed=True, message=f"{verb} llama-server {after.version} at {binary}", version=after.version)
 

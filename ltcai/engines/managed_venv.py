@@ -17,7 +17,15 @@ import anyio
 from ..errors import EngineUnavailable
 from .base import EngineAdapter, EngineCheck, EngineContext, InstallResult
 
-__all__ = ["engine_python", "install_and_recheck", "managed_python", "pip_install", "run_logged", "run_probe"]
+__all__ = [
+    "engine_python",
+    "install_and_recheck",
+    "managed_python",
+    "pip_install",
+    "recheck_after_install",
+    "run_logged",
+    "run_probe",
+]
 
 _TAIL = 20
 
@@ -93,17 +101,24 @@ async def run_probe(engine: str, python: str, script: str, *, details: dict[str,
     return result.stdout.decode()
 
 
+async def recheck_after_install(adapter: EngineAdapter, ctx: EngineContext, what: str) -> EngineCheck:
+    """The engine's check once ``what`` is installed: an install that leaves the engine
+    unusable fails here, with what the check says."""
+    after = await adapter.check(ctx)
+    if not after.available:
+        raise EngineUnavailable(
+            f"installed {what} but the check still fails: {after.reason}",
+            hint=after.install_hint,
+            code="engine_install_failed",
+        )
+    return after
+
+
 async def install_and_recheck(
     adapter: EngineAdapter, ctx: EngineContext, packages: Sequence[str], what: str
 ) -> InstallResult:
     """pip install ``packages`` into the engine's managed venv, then check it again: an
     install that leaves the engine unusable fails here, with what the check says."""
     await pip_install(ctx, adapter.name, packages)
-    after = await adapter.check(ctx)
-    if not after.available:
-        raise EngineUnavailable(
-            f"installed {' '.join(packages)} but the check still fails: {after.reason}",
-            hint=after.install_hint,
-            code="engine_install_failed",
-        )
+    after = await recheck_after_install(adapter, ctx, " ".join(packages))
     return InstallResult(installed=True, message=f"installed {what} {after.version}", version=after.version)
