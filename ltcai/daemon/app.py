@@ -74,8 +74,11 @@ class _Stopper:
         self.scope.cancel()
 
 
-async def _handle_signals(services: Services, stopper: _Stopper) -> None:
+async def _handle_signals(
+    services: Services, stopper: _Stopper, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
             if signum == signal.SIGHUP:
                 await _reload(services)
@@ -144,11 +147,14 @@ async def run_daemon(settings: Settings, *, allow_remote: bool = False) -> None:
                 await root.start(services.models.run)
                 await root.start(services.lifecycle.run)
                 await root.start(services.jobs.run)
-                for each in servers:
-                    await root.start(each.run)
                 stopper = _Stopper(services, servers, root.cancel_scope)
                 services.request_stop = stopper.stop
-                root.start_soon(_handle_signals, services, stopper)
+                # Signals are ours before the first request is answered: a client that saw
+                # the socket answer and then sent SIGTERM found the default action (killed
+                # by the signal, exit -15) when this task had not run yet.
+                await root.start(_handle_signals, services, stopper)
+                for each in servers:
+                    await root.start(each.run)
                 interval = sdnotify.watchdog_interval_s()
                 if interval:
                     root.start_soon(_watchdog, interval)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..compat import Profile, capabilities_to_dict, untested_capabilities
-from ..errors import FieldError
+from ..errors import ErrorCode, FieldError
 from .models import LoadedModel
 from .validation import ChatCall, check_model_sees
 
@@ -47,7 +47,7 @@ def check_call(call: ChatCall, loaded: LoadedModel) -> None:
             raise FieldError(
                 f"{call.model} cannot be trusted with {_WHAT[key]}: its {key} probe failed on {when}: {verdict.reason}",
                 param=_PARAM[key],
-                code="capability_failed",
+                code=ErrorCode.CAPABILITY_FAILED,
                 hint=(
                     f"leave {_PARAM[key]!r} out, or prepare again with `ltcai prepare {call.model} --probe` "
                     "after changing its engine, quantisation or chat template"
