@@ -45,6 +45,7 @@ class StreamSample:
     content_events: int
     text: str
     pieces: list[str] = field(default_factory=list)  # each content event's text, in order
+    usage: dict[str, Any] | None = None  # the stream's usage event (stream_options.include_usage)
 
 
 @dataclass
@@ -80,10 +81,12 @@ async def _stream(conn: RawConnection, endpoint: Endpoint, body: bytes) -> Strea
         raise RuntimeError(f"{endpoint.label}: the stream was cut off ({type(exc).__name__})") from exc
     if response.status != 200:
         raise RuntimeError(f"{endpoint.label}: HTTP {response.status}")
-    arrivals, pieces = [], []
+    arrivals, pieces, usage = [], [], None
     for arrived, payload in response.events:
         if payload.startswith(b"data:") and b'"error"' in payload[:40]:
             raise RuntimeError(f"{endpoint.label}: error event {payload[:300]!r}")
+        if b'"usage":{' in payload or b'"usage": {' in payload:
+            usage = json.loads(payload[5:]).get("usage") or usage
         content = content_of_event(payload)
         if content:
             arrivals.append(arrived)
@@ -92,7 +95,8 @@ async def _stream(conn: RawConnection, endpoint: Endpoint, body: bytes) -> Strea
         raise RuntimeError(f"{endpoint.label}: a stream with no content")
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     return StreamSample(
-        response.end_ns - response.start_ns, arrivals[0] - response.start_ns, gaps, len(arrivals), "".join(pieces), pieces
+        response.end_ns - response.start_ns, arrivals[0] - response.start_ns, gaps, len(arrivals), "".join(pieces), pieces,
+        usage,
     )
 
 

@@ -32,8 +32,7 @@ import time
 from dataclasses import dataclass, field
 
 from _common import PYTHON, BenchEnv, Dist, Section, Target, fmt, free_port, http_get_ok, log, smollm2_path
-from _paired import Endpoint, StreamSample
-from _rawhttp import content_of_event
+from _paired import Endpoint, StreamSample, _stream
 
 TITLE = "8. llama-server vs llama_cpp.server, and llama-server through ltcai (SmolLM2, streaming)"
 MAX_TOKENS = 48
@@ -78,11 +77,11 @@ async def _closed_loop(endpoint: Endpoint, body: bytes, clients: int, per_client
         for _ in range(per_client):
             conn = await endpoint.connect()
             try:
-                sample, completion_tokens = await _stream_counted(conn, endpoint, body)
+                sample = await _stream(conn, endpoint, body)
             finally:
                 await conn.close()
             run.samples.append(sample)
-            run.tokens += completion_tokens
+            run.tokens += _completion_tokens(sample)
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(clients)))
@@ -90,31 +89,10 @@ async def _closed_loop(endpoint: Endpoint, body: bytes, clients: int, per_client
     return run
 
 
-async def _stream_counted(conn, endpoint: Endpoint, body: bytes) -> tuple[StreamSample, int]:  # type: ignore[no-untyped-def]
-    """One streamed answer: its timings, and its completion tokens (usage, else events)."""
-    response = await conn.stream_events("POST", endpoint.path, body, endpoint.headers)
-    if response.status != 200:
-        raise RuntimeError(f"{endpoint.label}: HTTP {response.status}")
-    arrivals, pieces, usage = [], [], None
-    for arrived, payload in response.events:
-        if not payload.startswith(b"data:") or payload[5:].strip() == b"[DONE]":
-            continue
-        event = json.loads(payload[5:])
-        if event.get("error"):
-            raise RuntimeError(f"{endpoint.label}: error event {payload[:300]!r}")
-        usage = event.get("usage") or usage
-        content = content_of_event(payload)
-        if content:
-            arrivals.append(arrived)
-            pieces.append(content)
-    if not arrivals:
-        raise RuntimeError(f"{endpoint.label}: a stream with no content")
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-    sample = StreamSample(
-        response.end_ns - response.start_ns, arrivals[0] - response.start_ns, gaps, len(arrivals), "".join(pieces), pieces
-    )
-    tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
-    return sample, int(tokens) if tokens else len(arrivals)
+def _completion_tokens(sample: StreamSample) -> int:
+    """The answer's completion tokens from its usage, else its content events."""
+    tokens = (sample.usage or {}).get("completion_tokens")
+    return int(tokens) if tokens else sample.content_events
 
 
 def _start_python_server(port: int) -> subprocess.Popen[bytes]:
