@@ -10,6 +10,7 @@ A second SIGINT/SIGTERM skips the grace period.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 from dataclasses import replace
@@ -179,6 +180,15 @@ async def _wait_for_server_exit(server: ControlServer) -> None:
     await server.finished.wait()
 
 
+def _loop_options() -> dict[str, bool]:
+    """uvloop where it is installed (a dependency off Windows): its C transports cut the
+    daemon's CPU per streamed token by ~15% (bench/results.md §8), CPU that on a small
+    machine the engine's own threads need. ``LTCAI_EVENT_LOOP=asyncio`` turns it off."""
+    if os.environ.get("LTCAI_EVENT_LOOP", "uvloop") == "asyncio" or importlib.util.find_spec("uvloop") is None:
+        return {}
+    return {"use_uvloop": True}
+
+
 def serve(socket_path: Path | None = None, http: str | None = None, allow_remote: bool = False) -> int:
     """Run the daemon in the foreground until a stop signal; the exit status."""
     try:
@@ -193,7 +203,7 @@ def serve(socket_path: Path | None = None, http: str | None = None, allow_remote
         settings = replace(settings, http=http)
     configure_logging(settings.log_level, log_dir=settings.paths.logs_dir)
     try:
-        anyio.run(partial(run_daemon, settings, allow_remote=allow_remote))
+        anyio.run(partial(run_daemon, settings, allow_remote=allow_remote), backend_options=_loop_options())
     except LtcaiError as exc:
         log.error(exc.message, code=exc.code, hint=exc.hint)
         return 1

@@ -31,6 +31,7 @@ __all__ = [
     "ServerBinary",
     "chat_template_name",
     "default_slots",
+    "default_threads",
     "find_server_binary",
     "probe_version",
     "server_argv",
@@ -100,14 +101,28 @@ async def probe_version(path: str) -> str | None:
 
 
 def default_slots(cores: int | None = None) -> int:
-    """Parallel slots when the config names none: two per core, between 2 and 8.
+    """Parallel slots when the config names none: 8, or 4 on a single-CPU machine.
 
     Continuous batching pays off with more sequences than cores (measured at 16 clients
-    on 2 cores: 4 slots 73.9 tok/s, 8 slots 94.9); each slot costs its own KV cache, so
-    the count is capped where the gain flattens.
+    on 2 cores: 4 slots 73.9 tok/s, 8 slots 94.9, and the 16th client's first token in
+    half the time); a client alone gets the same speed from any count. Each slot costs
+    its own KV cache (``n_ctx`` tokens), which the memory budget counts.
     """
     cores = cores or os.cpu_count() or 2
-    return max(2, min(8, 2 * cores))
+    return 8 if cores >= 2 else 4
+
+
+def default_threads(cores: int | None = None) -> int | None:
+    """Generation threads when the config names none: on a machine of 4 CPUs or fewer,
+    one fewer than it has; else llama.cpp's own choice (its physical cores).
+
+    llama.cpp's threads meet at a barrier after every layer and spin there: when the
+    daemon, the clients or the rest of the desktop take one of their cores, every
+    thread waits for the one that lost it. Measured on 2 cores beside a busy test suite:
+    SmolLM2 at 2.2–3.9 tok/s with 2 threads, 22–33 tok/s with 1 (bench/results.md §8).
+    """
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores - 1) if cores <= 4 else None
 
 
 def chat_template_name(profile: Any) -> str | None:
@@ -148,8 +163,9 @@ def server_argv(
     template = chat_template_name(profile)
     if template:
         argv += ["--chat-template", template]
-    if options.get("n_threads"):
-        argv += ["--threads", str(options["n_threads"])]
+    threads = options.get("n_threads") or default_threads()
+    if threads:
+        argv += ["--threads", str(threads)]
     if options.get("n_gpu_layers") is not None:
         argv += ["--n-gpu-layers", str(options["n_gpu_layers"])]
     if options.get("embeddings"):
