@@ -11,8 +11,10 @@
 - **Room**: before a prepare starts an engine (``make_room``), the model's memory need
   is estimated (:mod:`.memory`) and checked against ``memory_budget`` and
   ``max_loaded_models``; least recently used idle, unpinned models are evicted until it
-  fits, and when it cannot fit the prepare fails with ``not_enough_memory`` and the
-  numbers, evicting nothing.
+  fits (:mod:`.room` plans it). A GGUF whose configured context does not fit even then
+  gets the largest context that does (never below ``memory.CONTEXT_FLOOR_TOKENS``), and
+  the prepare says so; when nothing fits the prepare fails with ``not_enough_memory`` and
+  the numbers, evicting nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import math
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -35,6 +37,7 @@ from . import memory
 from .admission import Gate
 from .memory import MemoryEstimate
 from .models import LoadedModel
+from .room import Plan, plan_room
 from ..core import resolve_with_settings
 
 if TYPE_CHECKING:
@@ -157,12 +160,6 @@ def _outcome(error: BaseException | None) -> str:
     if isinstance(error, anyio.get_cancelled_exc_class()):
         return "cancelled"
     return "internal_error"
-
-
-@dataclass(frozen=True)
-class _Plan:
-    victims: list[tuple[LoadedModel, str]]  # and what was short: memory or max_loaded_models
-    refusal: str | None = None
 
 
 class Lifecycle:
@@ -330,6 +327,10 @@ class Lifecycle:
         estimate = self._estimates.get(loaded.job_id)
         return estimate.total if estimate is not None else 0
 
+    def _estimate_of_job(self, job_id: str) -> int:
+        estimate = self._estimates.get(job_id)
+        return estimate.total if estimate is not None else 0
+
     def estimate(self, loaded: LoadedModel) -> MemoryEstimate | None:
         return self._estimates.get(loaded.job_id)
 
@@ -366,54 +367,17 @@ class Lifecycle:
         models = sum(self._estimate_of(m) for m in self._resident())
         return models + sum(self._estimates[j].total for j in self._reserved if j in self._estimates)
 
-    def _plan(self, job: Job, need: int) -> _Plan:
-        """Which idle models to evict, least recently used first, so ``need`` more bytes fit."""
-        assert job.resolution is not None
-        key = (job.resolution.engine, job.resolution.resolved_model)
-        settings = self.services.settings
-        resident = self._resident(excluding=key)
-        pending = self._pending(job)
-        count = len(resident) + len(pending)
-        used = sum(self._estimate_of(m) for m in resident) + sum(self._estimates[j.id].total for j in pending if j.id in self._estimates)
-        budget = self.budget_bytes()
-        limit = settings.max_loaded_models
-
-        def count_fits(count: int) -> bool:
-            return not limit or count + 1 <= limit
-
-        def fits(count: int, used: int) -> bool:
-            return count_fits(count) and (budget is None or not need or used + need <= budget)
-
-        held = [m for m in resident if self.in_flight(m) or self.pinned(m)]
-        candidates = sorted((m for m in resident if m not in held), key=lambda m: m.last_used_monotonic)
-        victims: list[tuple[LoadedModel, str]] = []
-        for candidate in candidates:
-            if fits(count, used):
-                break
-            victims.append((candidate, "memory" if count_fits(count) else "max_loaded_models"))
-            count -= 1
-            used -= self._estimate_of(candidate)
-        if fits(count, used):
-            return _Plan(victims)
-        busy = sum(1 for m in held if self.in_flight(m))
-        pinned = len(held) - busy
-        held_text = f"{busy} busy" + (f", {pinned} pinned" if pinned else "") + (f", {len(pending)} starting" if pending else "")
-        unloading = f"after unloading {len(candidates)} idle model{'s' if len(candidates) != 1 else ''}"
-        if limit and count + 1 > limit:
-            return _Plan([], f"max_loaded_models is {limit} and no loaded model can be unloaded ({held_text})")
-        assert budget is not None
-        free = max(0, budget - used)
-        return _Plan(
-            [],
-            f"{job.resolution.input_id} needs {format_bytes(need)}; {format_bytes(free)} free of the"
-            f" {format_bytes(budget)} memory budget {unloading}; {held_text}",
-        )
-
     async def make_room(
         self, job: Job, download: DownloadResult | None, options: dict[str, Any], sequences: int = 1
     ) -> MemoryEstimate | None:
         """Before ``job`` starts its engine: evict what must go, or fail ``not_enough_memory``.
         ``sequences``: how many contexts the engine allocates a KV cache for (its slots).
+
+        When the configured context does not fit even after evicting every idle model,
+        the largest smaller one that does is chosen (:func:`memory.fit_context`): the
+        returned estimate's ``context_tokens`` is what the engine must be started with,
+        and its ``context_note`` says why. Only when even the floor does not fit is the
+        prepare refused.
 
         Evictions and the reservation happen under one lock, so two prepares cannot both
         count on the same free memory.
@@ -422,7 +386,9 @@ class Lifecycle:
         estimate = await memory.estimate_need(job.resolution.engine, download, options, sequences)
         need = estimate.total if estimate is not None else 0
         async with self._room_lock:
-            plan = self._plan(job, need)
+            plan = plan_room(self, job, need)
+            if plan.refusal is not None and plan.room is not None and estimate is not None:
+                plan, estimate = self._smaller_context(job, plan, estimate)
             if plan.refusal is not None:
                 raise ServerStartError(
                     plan.refusal,
@@ -439,7 +405,25 @@ class Lifecycle:
                 await self._stop_engine(victim, "evicted")
         if detached:
             log.info("evicted to make room", model=job.resolution.resolved_model, evicted=[v.resolution.resolved_model for v, _ in detached])
+        if estimate is not None and estimate.context_note:
+            log.info("context shrunk to fit", model=job.resolution.resolved_model, context=estimate.context_tokens, why=estimate.context_note)
         return estimate
+
+    def _smaller_context(self, job: Job, plan: Plan, estimate: MemoryEstimate) -> tuple[Plan, MemoryEstimate]:
+        """The plan and estimate for the largest context that fits ``plan.room``; the
+        refusal, with the floor's need added, when none does."""
+        assert plan.room is not None and plan.budget is not None
+        tokens = memory.fit_context(estimate, plan.room)
+        if tokens is None:
+            if not estimate.kv_bytes_per_token:
+                return plan, estimate
+            floor = memory.context_floor(estimate)
+            at_floor = estimate.with_context(floor, "")
+            refusal = f"{plan.refusal}; even at {floor} tokens per slot it needs {format_bytes(at_floor.total)}"
+            return replace(plan, refusal=refusal), estimate
+        note = f"{estimate.context_tokens} did not fit the {format_bytes(plan.budget)} memory budget"
+        smaller = estimate.with_context(tokens, note)
+        return plan_room(self, job, smaller.total), smaller
 
     # ---------------------------------------------------------------------- views
 

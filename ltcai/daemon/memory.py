@@ -14,6 +14,10 @@ anything runs:
   KV cache + 160 MiB overhead). llama-server with 4 slots of 4096: 490–513 MiB RSS against
   an estimate of 613 MiB (93 + 4 × 90 + 160): its own overhead is smaller.
 
+When the configured context does not fit the budget even after evicting what may be
+evicted, the lifecycle asks :func:`fit_context` for the largest one that does: a smaller
+context per slot, in steps of ``CONTEXT_STEP`` tokens, never below ``CONTEXT_FLOOR_TOKENS``.
+
 Models whose memory is another program's (Ollama, LM Studio, a remote API: no engine
 process of ltcai's) are not counted: there is nothing ltcai could evict to make room.
 """
@@ -22,7 +26,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +35,16 @@ import anyio
 from .._lazy import import_off_loop
 from ..engines.base import DownloadResult
 
-__all__ = ["ENGINE_OVERHEAD_BYTES", "MemoryEstimate", "estimate_need", "process_rss", "total_memory"]
+__all__ = [
+    "CONTEXT_FLOOR_TOKENS",
+    "CONTEXT_STEP",
+    "ENGINE_OVERHEAD_BYTES",
+    "MemoryEstimate",
+    "estimate_need",
+    "fit_context",
+    "process_rss",
+    "total_memory",
+]
 
 _MiB = 1 << 20
 # The server process and its working buffers, besides weights and KV cache.
@@ -39,6 +52,14 @@ ENGINE_OVERHEAD_BYTES: dict[str, int] = {"llamacpp": 160 * _MiB, "mlx": 400 * _M
 _DEFAULT_OVERHEAD_BYTES = 64 * _MiB
 # llama.cpp's context when [engines.llamacpp] n_ctx is not set (the engine's own default).
 _DEFAULT_N_CTX = 4096
+# The smallest context ltcai shrinks a model to so that it fits the budget: below ~2k
+# tokens a chat model cannot hold a system prompt, a tool definition or two and a few
+# turns, so a smaller context would load a model that fails most real requests — better
+# to refuse with not_enough_memory. A model trained for less keeps its own (smaller) one.
+CONTEXT_FLOOR_TOKENS = 2048
+# A shrunk context is a multiple of this: llama.cpp pads its KV cache to 256 cells, and
+# round numbers read better in reports than 2831.
+CONTEXT_STEP = 256
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,9 @@ class MemoryEstimate:
     overhead: int
     context_tokens: int | None = None  # what the KV cache was sized for, per sequence
     sequences: int = 1  # how many such contexts (slots)
+    kv_bytes_per_token: int = 0  # one token of one sequence's KV cache (0: not known)
+    trained_context: int | None = None  # the model's own, from its header
+    context_note: str | None = None  # why context_tokens is below what was configured
 
     @property
     def total(self) -> int:
@@ -61,7 +85,33 @@ class MemoryEstimate:
             "overhead": self.overhead,
             "context_tokens": self.context_tokens,
             "sequences": self.sequences,
+            "context_note": self.context_note,
         }
+
+    def with_context(self, tokens: int, note: str) -> MemoryEstimate:
+        """The same model with a KV cache of ``tokens`` per sequence, and why."""
+        kv_cache = self.kv_bytes_per_token * tokens * self.sequences
+        return replace(self, kv_cache=kv_cache, context_tokens=tokens, context_note=note)
+
+
+def context_floor(estimate: MemoryEstimate) -> int:
+    """The smallest context :func:`fit_context` may choose for this model."""
+    limits = [CONTEXT_FLOOR_TOKENS, estimate.trained_context, estimate.context_tokens]
+    return min(v for v in limits if v)
+
+
+def fit_context(estimate: MemoryEstimate, room: int) -> int | None:
+    """The largest context per sequence (a multiple of ``CONTEXT_STEP``, or the floor)
+    whose estimate fits in ``room`` bytes; None when even the floor does not, or when
+    the KV cache's size per token is not known (nothing to shrink)."""
+    if not estimate.kv_bytes_per_token or not estimate.context_tokens:
+        return None
+    per_token = estimate.kv_bytes_per_token * estimate.sequences
+    fits = (room - estimate.weights - estimate.overhead) // per_token
+    floor = context_floor(estimate)
+    if fits < floor:
+        return None
+    return min(estimate.context_tokens, max(floor, fits // CONTEXT_STEP * CONTEXT_STEP))
 
 
 def _size_on_disk(path: Path) -> int | None:
@@ -97,16 +147,17 @@ async def estimate_need(
         weights = download.bytes
     if weights is None:
         return None
-    kv_cache, context = 0, None
+    kv_cache, context, per_token, trained = 0, None, 0, None
     if path is not None and path.suffix == ".gguf" and path.is_file():
         gguf_metadata = await import_off_loop("ltcai.engines.gguf_metadata")
         shape = await anyio.to_thread.run_sync(gguf_metadata.read_gguf_shape, path)
-        per_token = shape.kv_bytes_per_token()
+        per_token = shape.kv_bytes_per_token() or 0
+        trained = shape.context_length
         if per_token:
-            context = _context_tokens(options, shape.context_length)
+            context = _context_tokens(options, trained)
             kv_cache = per_token * context * max(1, sequences)
     overhead = ENGINE_OVERHEAD_BYTES.get(engine, _DEFAULT_OVERHEAD_BYTES)
-    return MemoryEstimate(weights, kv_cache, overhead, context, max(1, sequences))
+    return MemoryEstimate(weights, kv_cache, overhead, context, max(1, sequences), per_token, trained)
 
 
 def _meminfo_total() -> int | None:

@@ -203,12 +203,16 @@ async def _server_starting(work: _Work) -> Event:
         await previous.served.process.stop()
     await _restart_backoff(work)
     sequences = await adapter.kv_sequences(work.ctx)
-    await services.lifecycle.make_room(work.job, work.download, work.ctx.options, sequences)  # or not_enough_memory
+    estimate = await services.lifecycle.make_room(work.job, work.download, work.ctx.options, sequences)  # or not_enough_memory
+    shrunk = estimate is not None and estimate.context_note
+    if shrunk:  # the configured context did not fit the memory budget: the largest that does
+        work.ctx.options["n_ctx"] = estimate.context_tokens
     served = await adapter.serve(work.ctx, resolution, work.download)
     work.served = served
     work.started_process = served.process is not None
     where = f"pid {served.process.pid}, " if served.process else ""
-    return StepDone(S.SERVER_STARTING, f"server answering ({where}{served.base_url})")
+    context = f"; context {estimate.context_tokens} tokens per slot: {estimate.context_note}" if shrunk else ""
+    return StepDone(S.SERVER_STARTING, f"server answering ({where}{served.base_url}){context}")
 
 
 async def _restart_backoff(work: _Work) -> None:

@@ -205,6 +205,9 @@ async def _context(services: Services, loaded: LoadedModel) -> Finding:
     """The context one request can use, as the engine reports it: llama-server's ``/props``
     (``n_ctx`` per slot), else the size the adapter started the server with."""
     served = loaded.served
+    estimate = services.lifecycle.estimate(loaded)
+    # Shrunk to fit the memory budget (Lifecycle.make_room): say so beside the size.
+    why = f": {estimate.context_note}" if estimate is not None and estimate.context_note else ""
     root = served.base_url.removesuffix("/").removesuffix("/v1")
     try:
         response = await services.http.get(root + "/props", headers=served.headers, timeout=5)
@@ -212,11 +215,11 @@ async def _context(services: Services, loaded: LoadedModel) -> Finding:
             settings = response.json().get("default_generation_settings") or {}
             n_ctx = settings.get("n_ctx")
             if isinstance(n_ctx, int) and n_ctx > 0:
-                return Finding("ok", f"{n_ctx} tokens per slot (the server's /props n_ctx)")
+                return Finding("ok", f"{n_ctx} tokens per slot (the server's /props n_ctx){why}")
     except (httpx.HTTPError, ValueError, AttributeError):
         pass  # not llama-server: the adapter may know
     if served.context:
-        return Finding("ok", f"{served.context} tokens per slot (as {served.engine} was started)")
+        return Finding("ok", f"{served.context} tokens per slot (as {served.engine} was started){why}")
     return Finding("untested", f"the {served.engine} engine does not report its context size")
 
 
