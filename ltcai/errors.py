@@ -64,6 +64,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_FIELD = "unknown_field"  # a field no API of ltcai knows
     UNSUPPORTED_FIELD = "unsupported_field"  # a known field the chosen engine does not take
     CAPABILITY_FAILED = "capability_failed"  # the model's probe for what the request needs failed
+    CONTEXT_EXCEEDED = "context_exceeded"  # the prompt is longer than the model's context per request
     MODEL_CANNOT_SEE = "model_cannot_see"  # image parts for a model without vision
     MODEL_CANNOT_EMBED = "model_cannot_embed"  # embeddings asked of a model or engine that has none
     BODY_TOO_LARGE = "body_too_large"

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 
 from .._lazy import import_off_loop
-from ..errors import ChatError, InvalidRequest
+from ..errors import ChatError, ErrorCode, InvalidRequest
 from .base import ChatChunk, ChatRequest, ServedModel
 
 if TYPE_CHECKING:
@@ -112,7 +113,49 @@ def _payload(served: ServedModel, request: ChatRequest, *, stream: bool, include
     return payload
 
 
-def _status_error(served: ServedModel, status: int, body: str) -> ChatError:
+# How the llama.cpp servers refuse a prompt longer than the context (never truncating it):
+# llama-server answers 400 {"error": {"type": "exceed_context_size_error", "n_prompt_tokens",
+# "n_ctx", "message": "request (N tokens) exceeds the available context size (M tokens)"}};
+# llama-cpp-python's server 400 "This model's maximum context length is M tokens. However,
+# you requested T tokens (N in the messages, C in the completion)…" (on /completions:
+# "…M tokens, however you requested T tokens (N in your prompt; …"), from its own
+# "Requested tokens (N) exceed context window of M".
+_CONTEXT_MESSAGES = (
+    (re.compile(r"request \((\d+) tokens\) exceeds the available context size \((\d+) tokens\)"), 1, 2),
+    (re.compile(r"maximum context length is (\d+) tokens[.,] [Hh]owever,? you requested \d+ tokens \((\d+) in "), 2, 1),
+    (re.compile(r"Requested tokens \((\d+)\) exceed context window of (\d+)"), 1, 2),
+)
+
+
+def _context_exceeded(served: ServedModel, body: str) -> InvalidRequest | None:
+    """The engine's refusal of a prompt that does not fit, as a 400 with both numbers; None
+    for any other error."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        error = None
+    prompt = n_ctx = None
+    if isinstance(error, dict) and error.get("type") == "exceed_context_size_error":
+        prompt, n_ctx = error.get("n_prompt_tokens"), error.get("n_ctx")
+    if not (isinstance(prompt, int) and isinstance(n_ctx, int)):
+        for pattern, prompt_group, ctx_group in _CONTEXT_MESSAGES:
+            match = pattern.search(body)
+            if match:
+                prompt, n_ctx = int(match[prompt_group]), int(match[ctx_group])
+                break
+        else:
+            return None
+    return InvalidRequest(
+        f"the prompt is {prompt} tokens; {served.model} has a {n_ctx}-token context per request",
+        hint=f"shorten the conversation, or raise n_ctx in [engines.{served.engine}] of the config"
+        " (a larger context needs more memory)",
+        code=ErrorCode.CONTEXT_EXCEEDED,
+    )
+
+
+def _status_error(served: ServedModel, status: int, body: str) -> ChatError | InvalidRequest:
+    if status in (400, 413, 500) and (exceeded := _context_exceeded(served, body)) is not None:
+        return exceeded
     if status in (401, 403):
         # No body: remote providers echo (part of) a rejected API key in it.
         return ChatError(
@@ -243,6 +286,9 @@ def _chunks_of(served: ServedModel, payload: bytes) -> list[ChatChunk]:
             code="engine_bad_answer",
         ) from exc
     if isinstance(event, dict) and event.get("error"):
+        exceeded = _context_exceeded(served, payload.decode(errors="replace"))
+        if exceeded is not None:
+            raise exceeded
         error = event["error"]
         message = error.get("message") if isinstance(error, dict) else str(error)
         raise ChatError(f"{served.engine} failed mid-answer: {message}")
