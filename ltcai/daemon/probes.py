@@ -31,7 +31,7 @@ import httpx
 import structlog
 
 from ..compat import SMOKE_PROMPT, Profile
-from ..engines import openai_client
+from ..engines import ollama_context, openai_client
 from ..errors import LtcaiError
 from . import chat
 from .models import LoadedModel
@@ -218,9 +218,33 @@ async def _context(services: Services, loaded: LoadedModel) -> Finding:
                 return Finding("ok", f"{n_ctx} tokens per slot (the server's /props n_ctx){why}")
     except (httpx.HTTPError, ValueError, AttributeError):
         pass  # not llama-server: the adapter may know
+    if served.engine == "ollama":
+        return await _ollama_context(services, loaded, root)
     if served.context:
         return Finding("ok", f"{served.context} tokens per slot (as {served.engine} was started){why}")
     return Finding("untested", f"the {served.engine} engine does not report its context size")
+
+
+async def _ollama_context(services: Services, loaded: LoadedModel, root: str) -> Finding:
+    """What Ollama really runs the model with (``/api/ps``), against what ltcai asked for."""
+    served = loaded.served
+    asked = f"{served.context} asked" if served.context else "none asked"
+    try:
+        response = await services.http.get(root + "/api/ps", headers=served.headers, timeout=5)
+        used = ollama_context.context_in_use(response.json().get("models") or [], served.model)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        used = None
+    if used is None:
+        if served.context:
+            return Finding("ok", f"{served.context} tokens (asked of Ollama; its /api/ps does not say what it uses)")
+        return Finding("untested", "Ollama's /api/ps does not say what context it uses")
+    if served.context and used < served.context:
+        return Finding(
+            "degraded",
+            f"Ollama runs it with {used} tokens ({asked}; /api/ps): a longer conversation loses its start;"
+            f" start `ollama serve` with OLLAMA_CONTEXT_LENGTH={served.context}, or let ltcai start it",
+        )
+    return Finding("ok", f"{used} tokens ({asked}; Ollama's /api/ps)")
 
 
 _PROBES: dict[str, Probe] = {

@@ -12,13 +12,23 @@
   ``keep_alive: 0``;
 - chat: Ollama's OpenAI-compatible ``/v1/chat/completions`` (the shared client).
 
+Context: left to itself, Ollama runs a model with its default context (2048–4096 tokens)
+and silently drops the start of longer conversations (ollama#4447, #6286). So the load
+asks for ``options.num_ctx`` = ``[engines.ollama] n_ctx`` (default ``DEFAULT_N_CTX``),
+capped at the model's trained context (see :mod:`.ollama_context`), and an ``ollama
+serve`` that ltcai starts gets the same as ``OLLAMA_CONTEXT_LENGTH``: its OpenAI route,
+which takes no ``num_ctx``, then runs at that context too. A user's own server keeps its
+own default for ``/v1`` requests (and reloads the model at it); the context probe reports
+what ``/api/ps`` says Ollama really uses, so that shows.
+
 Model ids (``gpt-oss:20b``, ``llama3.2:1b``, ``hf.co/<user>/<repo>:Q4_K_M``) go to Ollama
 untouched. The server is never ours to stop per model: ``ServedModel.process`` is None
 even when ltcai started ``ollama serve`` (the supervisor stops it with the daemon), so a
 failed prepare or an unload never takes down a server other models use.
 
 Options (``[engines.ollama]``): ``host`` (wins over ``OLLAMA_HOST``), ``binary`` (the
-``ollama`` executable), ``keep_alive`` (how long a loaded model stays, default ``30m``).
+``ollama`` executable), ``keep_alive`` (how long a loaded model stays, default ``30m``),
+``n_ctx`` (the context to ask for, default ``DEFAULT_N_CTX``).
 API: https://github.com/ollama/ollama/blob/main/docs/api.md
 """
 
@@ -40,12 +50,13 @@ from ..errors import DownloadError, EngineError, EngineUnavailable, ServerStartE
 from ..plugins import hookimpl
 from .base import DownloadResult, EngineAdapter, EngineCheck, EngineContext, LoadResult, RequestRules, ServedModel
 from .local_server import PortTaken, free_port, start_and_wait_ready
+from .ollama_context import DEFAULT_N_CTX, context_for, find_running, n_ctx
 from .resumable import format_bytes
 
 if TYPE_CHECKING:
     from ..runtime.process import ProcessHandle
 
-__all__ = ["DEFAULT_HOST", "INSTALL_HINT", "OllamaEngine", "host_url"]
+__all__ = ["DEFAULT_HOST", "DEFAULT_N_CTX", "INSTALL_HINT", "OllamaEngine", "host_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -218,7 +229,8 @@ class OllamaEngine(EngineAdapter):
         for _attempt in range(_PORT_RETRIES):
             port = free_port()
             url = f"http://127.0.0.1:{port}"
-            env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}"}
+            # Its OpenAI route takes no num_ctx: the server's default is what /v1 chats get.
+            env = {**os.environ, "OLLAMA_HOST": f"127.0.0.1:{port}", "OLLAMA_CONTEXT_LENGTH": str(n_ctx(ctx.options))}
             try:
                 process = await start_and_wait_ready(
                     ctx, self.name, [binary, "serve"], url + "/api/version", env=env, what="Ollama"
@@ -327,8 +339,10 @@ class OllamaEngine(EngineAdapter):
     async def load(self, ctx: EngineContext, served: ServedModel) -> LoadResult | None:
         url = _api_url(served)
         keep_alive = ctx.options.get("keep_alive", "30m")
-        ctx.progress(f"loading {served.model} into memory (keep_alive {keep_alive})")
-        payload = {"model": served.model, "prompt": "", "keep_alive": keep_alive, "stream": False}
+        num_ctx = await context_for(ctx, url, served.model, _API_TIMEOUT)
+        ctx.progress(f"loading {served.model} into memory (keep_alive {keep_alive}, context {num_ctx})")
+        payload = {"model": served.model, "prompt": "", "keep_alive": keep_alive, "stream": False,
+                   "options": {"num_ctx": num_ctx}}  # fmt: skip
         try:
             response = await ctx.http.post(url + "/api/generate", json=payload, timeout=_LONG_TIMEOUT)
         except httpx.HTTPError as exc:
@@ -344,13 +358,16 @@ class OllamaEngine(EngineAdapter):
                 f"Ollama could not load {served.model}: HTTP {response.status_code} {_error_text(response.text)}"
             )
         running = await self._running(ctx, url)
-        entry = _find_running(running, served.model)
+        entry = find_running(running, served.model)
         if entry is None:
             listed = ", ".join(str(m.get("name")) for m in running) or "nothing"
             raise _load_error(f"Ollama answered the load of {served.model} but /api/ps lists {listed}")
         current = str(entry.get("name") or entry.get("model"))
         served.model = current  # Ollama's own spelling (``llama3.2`` → ``llama3.2:latest``)
-        return LoadResult(loaded=True, message=f"{current} is loaded (keep_alive {keep_alive})", current_id=current)
+        served.context = num_ctx  # asked; the context probe reads what /api/ps says is used
+        return LoadResult(
+            loaded=True, message=f"{current} is loaded (keep_alive {keep_alive}, context {num_ctx})", current_id=current
+        )
 
     async def _running(self, ctx: EngineContext, url: str) -> list[dict[str, Any]]:
         try:
@@ -410,18 +427,6 @@ def _pull_error(name: str, text: str) -> DownloadError:
 
 def _load_error(message: str) -> EngineError:
     return EngineError(message, hint="see Ollama's log (`journalctl -u ollama` or ~/.ollama/logs)", code="model_load_failed")
-
-
-def _find_running(models: list[dict[str, Any]], wanted: str) -> dict[str, Any] | None:
-    """The /api/ps entry for ``wanted``: Ollama adds ``:latest`` to an untagged name."""
-    keys = {wanted.lower()}
-    if ":" not in wanted.rsplit("/", 1)[-1]:
-        keys.add(wanted.lower() + ":latest")
-    for model in models:
-        names = {str(model.get("name") or "").lower(), str(model.get("model") or "").lower()}
-        if names & keys:
-            return model
-    return None
 
 
 @hookimpl

@@ -136,6 +136,10 @@ async def test_a_binary_without_a_server_starts_ollama_serve_once(
         after = await engine.check(h.ctx())
         download = await engine.download(h.ctx(), res())
         loaded = await engine.load(h.ctx(), served)
+        # A chat on the OpenAI route (no num_ctx there) keeps the context: the server ltcai
+        # started has it as its default (OLLAMA_CONTEXT_LENGTH), so Ollama does not reload.
+        await openai_client.chat_completion(h.chat, served, ChatRequest([{"role": "user", "content": "Hi"}], {}))
+        ps = (await h.ctx().http.get(served.base_url.removesuffix("/v1") + "/api/ps")).json()["models"]
         assert len(processes) == 1 and processes[0].running
         argv = processes[0].argv
     assert check.available and check.version == VERSION
@@ -151,6 +155,7 @@ async def test_a_binary_without_a_server_starts_ollama_serve_once(
     assert after.available and after.details["started_by_ltcai"] is True
     assert download is not None and download.downloaded and download.bytes == sum(LAYERS)
     assert loaded is not None and loaded.current_id == MODEL
+    assert [(m["name"], m["context_length"]) for m in ps] == [(MODEL, 8192)]
 
 
 # ------------------------------------------------------------------------------- download
@@ -259,11 +264,29 @@ async def test_load_uses_generate_with_keep_alive_and_takes_the_name_from_ps(fak
         result = await engine.load(h.ctx(keep_alive="10m"), served)
     assert served.process is None and served.base_url == fake.url + "/v1"
     generate = [body for _, path, body in fake.requests if path == "/api/generate"]
-    assert generate == [{"model": MODEL, "prompt": "", "keep_alive": "10m", "stream": False}]
-    assert fake.running == {MODEL: "10m"}
+    # The context is asked for (num_ctx): Ollama's own default would cut long conversations.
+    assert generate == [{"model": MODEL, "prompt": "", "keep_alive": "10m", "stream": False, "options": {"num_ctx": 8192}}]
+    assert fake.running == {MODEL: "10m"} and fake.contexts == {MODEL: 8192}
     assert fake.paths().index("/api/ps") > fake.paths().index("/api/generate")  # confirmed after
     assert result is not None and result.loaded and result.current_id == MODEL
-    assert result.message == f"{MODEL} is loaded (keep_alive 10m)"
+    assert result.message == f"{MODEL} is loaded (keep_alive 10m, context 8192)"
+    assert served.context == 8192
+
+
+@pytest.mark.asyncio
+async def test_the_context_asked_is_n_ctx_capped_at_the_trained_one(fake: FakeOllama, engine_harness: Any) -> None:
+    fake.store.add(MODEL)
+    async with engine_harness() as h:
+        engine = OllamaEngine()
+        served = await engine.serve(h.ctx(), res(), None)
+        await engine.load(h.ctx(n_ctx=16384), served)
+        assert fake.contexts == {MODEL: 16384} and served.context == 16384
+        fake.trained_context = 2048  # /api/show: llama.context_length
+        await engine.load(h.ctx(n_ctx=16384), served)
+        assert fake.contexts == {MODEL: 2048} and served.context == 2048
+        with pytest.raises(EngineError) as bad:
+            await engine.load(h.ctx(n_ctx="lots"), served)
+    assert bad.value.code == "invalid_config" and "[engines.ollama] n_ctx" in bad.value.message
 
 
 @pytest.mark.asyncio
@@ -399,6 +422,13 @@ def test_prepare_and_chat_through_a_real_daemon_against_the_fake(start_daemon: A
     assert report["current"] == f"ollama:{MODEL}"
     assert report["download_result"]["bytes"] == sum(LAYERS) and report["download_result"]["downloaded"] is True
     assert report["smoke_test"]["answer"] == SMOKE_ANSWER and report["smoke_test"]["status"] == "ok"
+    # The user's own Ollama (default context 4096 here) reloads the model at its default for
+    # the smoke test's /v1 chat, whatever the load asked: the probe says what is really used.
+    smoke = next(s for s in report["stage_logs"] if s["state"] == "smoke_test")
+    context = smoke["extra"]["capabilities"]["context"]
+    assert context["status"] == "degraded", context
+    assert context["reason"].startswith("Ollama runs it with 4096 tokens (8192 asked; /api/ps)"), context
+    assert "OLLAMA_CONTEXT_LENGTH=8192" in context["reason"]
     progress = [e["progress"] for e in events if e.get("progress") and e["progress"].get("unit") == "B"]
     assert progress and progress[-1]["done"] == progress[-1]["total"] == sum(LAYERS)
     assert chat.status_code == 200, chat.text

@@ -10,11 +10,18 @@ and docs/openai.md for the OpenAI-compatible routes):
                                 "writing manifest", "success"; errors as {"error": "..."} lines,
                                 a bad name as HTTP 400 {"error": "invalid model name"}
     POST /api/generate          an empty prompt loads the model (done_reason "load"), with
-                                keep_alive; keep_alive 0 unloads it (done_reason "unload")
-    GET  /api/ps                the models in memory
+                                keep_alive and options.num_ctx; keep_alive 0 unloads it
+                                (done_reason "unload")
+    GET  /api/ps                the models in memory, with the context_length each runs with
     GET  /v1/models             the pulled models, OpenAI style
     POST /v1/chat/completions   OpenAI style, streamed (SSE ending ``data: [DONE]``) or not;
                                 like Ollama, a chat loads the model if needed
+
+Context, as Ollama does it: a model runs with the ``num_ctx`` its request asked for, else
+the server's default (``OLLAMA_CONTEXT_LENGTH``, else 4096), never more than it was trained
+for (``/api/show``'s ``model_info["llama.context_length"]``). The OpenAI route takes no
+``num_ctx``: a chat there asks for the default, and a model running with another context
+is reloaded with it (Ollama's scheduler reloads a runner whose options differ).
 
 Names are Ollama's: an untagged ``llama3.2`` is ``llama3.2:latest``, and the store keys
 models by that full name. The smoke prompt gets a Korean answer (``2 + 2 = 4입니다.``).
@@ -66,6 +73,9 @@ class FakeOllama:
     library: dict[str, list[int]] = field(default_factory=dict)  # name → layer sizes in bytes
     store: set[str] = field(default_factory=set)  # pulled models (full names)
     running: dict[str, Any] = field(default_factory=dict)  # full name → keep_alive given
+    contexts: dict[str, int] = field(default_factory=dict)  # full name → the context it runs with
+    default_context: int = 4096  # OLLAMA_CONTEXT_LENGTH
+    trained_context: int = 131072  # what /api/show says every model was trained for
     # "not-found" | "network" (an error line mid-pull) | "drop" (connection closed mid-pull)
     pull_failure: str | None = None
     answer: str = DEFAULT_ANSWER
@@ -161,7 +171,8 @@ class _Handler(Handler):
             "details": {"format": "gguf", "family": "llama", "parameter_size": "1.2B", "quantization_level": "Q8_0"},
         }
         if running:
-            entry.update({"expires_at": "2030-01-01T00:00:00Z", "size_vram": size})
+            entry.update({"expires_at": "2030-01-01T00:00:00Z", "size_vram": size,
+                          "context_length": self.fake.contexts.get(name, self.fake.default_context)})  # fmt: skip
         else:
             entry["modified_at"] = "2026-01-01T00:00:00Z"
         return entry
@@ -178,7 +189,7 @@ class _Handler(Handler):
                 "parameters": 'stop "<|eot_id|>"',
                 "template": "{{ .Prompt }}",
                 "details": self._model_entry(name)["details"],
-                "model_info": {"general.architecture": "llama"},
+                "model_info": {"general.architecture": "llama", "llama.context_length": self.fake.trained_context},
                 "capabilities": ["completion"],
             },
         )
@@ -230,15 +241,23 @@ class _Handler(Handler):
         keep_alive = body.get("keep_alive", "5m")
         if keep_alive in (0, "0", "0s"):
             fake.running.pop(name, None)
+            fake.contexts.pop(name, None)
             reason = "unload"
         elif not body.get("prompt"):
             fake.running[name] = keep_alive
+            self._load(name, (body.get("options") or {}).get("num_ctx"))
             reason = "load"
         else:
             fake.running[name] = keep_alive
+            self._load(name, (body.get("options") or {}).get("num_ctx"))
             self.send_json(200, {"model": name, "created_at": _now(), "response": fake.answer, "done": True, "done_reason": "stop"})
             return
         self.send_json(200, {"model": name, "created_at": _now(), "response": "", "done": True, "done_reason": reason})
+
+    def _load(self, name: str, num_ctx: Any) -> None:
+        fake = self.fake
+        asked = num_ctx if isinstance(num_ctx, int) and num_ctx > 0 else fake.default_context
+        fake.contexts[name] = min(asked, fake.trained_context)
 
     def _chat(self, body: dict[str, Any]) -> None:
         fake = self.fake
@@ -251,6 +270,7 @@ class _Handler(Handler):
             )
             return
         fake.running.setdefault(name, "5m")  # a chat loads the model, as in Ollama
+        self._load(name, None)  # /v1 takes no num_ctx: the server's default (a reload if it differs)
         messages = body.get("messages") or []
         last = str(messages[-1].get("content") or "") if messages else ""
         answer = SMOKE_ANSWER if SMOKE_PROMPT in last else fake.answer
@@ -307,7 +327,8 @@ def main(argv: list[str]) -> int:
         return 2
     host, _, port = (os.environ.get("OLLAMA_HOST") or "127.0.0.1:11434").rpartition(":")
     library = json.loads(os.environ.get("FAKE_OLLAMA_LIBRARY") or "{}")
-    fake = FakeOllama(library={full_name(k): v for k, v in library.items()}, host=host or "127.0.0.1", port=int(port))
+    fake = FakeOllama(library={full_name(k): v for k, v in library.items()}, host=host or "127.0.0.1", port=int(port),
+                      default_context=int(os.environ.get("OLLAMA_CONTEXT_LENGTH") or 4096))  # fmt: skip
     fake.start()
     print(f"time=2026-01-01T00:00:00Z level=INFO msg=\"Listening on {fake.host_port} (version {VERSION})\"", flush=True)
     try:
