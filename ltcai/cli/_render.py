@@ -147,6 +147,11 @@ class Renderer:
             limit = listing.get("max_loaded_models")
             cap = f"; at most {limit} loaded" if limit else ""
             self.out.print(f"\nmemory: {used} estimated of {_size(budget)} ({listing['memory_budget_setting']}){cap}", markup=False)
+        gpu_budget = listing.get("gpu_memory_budget")
+        if gpu_budget:  # an NVIDIA GPU: offloaded layers count here, not in RAM
+            used = _size(listing.get("gpu_memory_used_estimated") or 0)
+            measured = f"; {_size(listing['gpu_memory_used'])} in use (nvidia-smi)" if listing.get("gpu_memory_used") is not None else ""
+            self.out.print(f"GPU memory: {used} estimated of {_size(gpu_budget)} ({listing['gpu_memory_budget_setting']}){measured}", markup=False)
 
     # -- prepare --
 

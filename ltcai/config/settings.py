@@ -52,6 +52,9 @@ class Settings:
     max_loaded_models: int = 0
     # What the served models may use together; LRU idle models are evicted to stay under it.
     memory_budget: MemoryBudget = MemoryBudget(share=0.8)
+    # The same for GPU memory (NVIDIA, via nvidia-smi), where llama.cpp offloads layers to it;
+    # the 10% left holds llama.cpp's compute buffers there (not in the estimate) and the display's.
+    gpu_memory_budget: MemoryBudget = MemoryBudget(share=0.9)
     # Requests that may wait for a busy model's slot; past it, 429 with Retry-After.
     max_queue: int = 16
     # {model id, alias or "engine:model": {keep_alive, pin}}: per-model lifecycle settings.
@@ -68,8 +71,16 @@ _ENV_SCALARS: dict[str, tuple[str, type]] = {
     "LTCAI_MAX_QUEUE": ("max_queue", int),
 }
 # Settings written in a unit of their own, parsed (and checked) by these.
-_PARSED: dict[str, Any] = {"keep_alive": parse_keep_alive, "memory_budget": parse_memory_budget}
-_ENV_PARSED = {"LTCAI_KEEP_ALIVE": "keep_alive", "LTCAI_MEMORY_BUDGET": "memory_budget"}
+_PARSED: dict[str, Any] = {
+    "keep_alive": parse_keep_alive,
+    "memory_budget": parse_memory_budget,
+    "gpu_memory_budget": lambda value, origin: parse_memory_budget(value, origin, "gpu_memory_budget"),
+}
+_ENV_PARSED = {
+    "LTCAI_KEEP_ALIVE": "keep_alive",
+    "LTCAI_MEMORY_BUDGET": "memory_budget",
+    "LTCAI_GPU_MEMORY_BUDGET": "gpu_memory_budget",
+}
 _MODEL_KEYS = {"keep_alive", "pin"}
 
 

@@ -87,19 +87,19 @@ class MemoryBudget:
         assert self.share is not None
         return int(total_memory * self.share)
 
-    def describe(self) -> str:
-        return f"{self.share * 100:g}% of memory" if self.share is not None else format_bytes(self.fixed_bytes or 0)
+    def describe(self, of: str = "memory") -> str:
+        return f"{self.share * 100:g}% of {of}" if self.share is not None else format_bytes(self.fixed_bytes or 0)
 
 
-def parse_memory_budget(value: Any, origin: str = "memory_budget") -> MemoryBudget:
-    """``"80%"`` of the machine's memory, or a size (``"12GiB"``)."""
+def parse_memory_budget(value: Any, origin: str = "memory_budget", what: str = "memory_budget") -> MemoryBudget:
+    """``"80%"`` of the machine's (or the GPUs') memory, or a size (``"12GiB"``)."""
     if isinstance(value, str) and value.strip().endswith("%"):
         try:
             share = float(value.strip()[:-1]) / 100
         except ValueError:
             share = math.nan
         if not 0 < share <= 1:
-            raise _bad("memory_budget", value, '"80%" (above 0, at most 100) or "12GiB"', origin)
+            raise _bad(what, value, '"80%" (above 0, at most 100) or "12GiB"', origin)
         return MemoryBudget(share=share)
     return MemoryBudget(fixed_bytes=parse_bytes(value, origin))
 

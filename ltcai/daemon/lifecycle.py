@@ -24,20 +24,20 @@ import math
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
-from ..config.units import KEEP_FOREVER, format_bytes
+from ..config.units import KEEP_FOREVER
 from ..engines.base import DownloadResult
 from ..errors import ErrorCode, LtcaiError, ServerStartError
 from . import memory
 from .admission import Gate
 from .memory import MemoryEstimate
 from .models import LoadedModel
-from .room import Plan, plan_room
+from .gpu import GpuMemory, gpu_memory
+from .room import plan_room, shrink_to_fit
 from ..core import resolve_with_settings
 
 if TYPE_CHECKING:
@@ -168,6 +168,7 @@ class Lifecycle:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.total_memory = 0  # bytes; read at start (run)
+        self.gpu: GpuMemory | None = None  # NVIDIA GPUs' memory; read at start and before each make_room
         self._in_flight: dict[Key, int] = {}
         self._pins: dict[Key, bool] = {}  # `ltcai pin` / `unpin`, over the config's pin
         self._estimates: dict[str, MemoryEstimate] = {}  # by the job id that made room
@@ -181,6 +182,7 @@ class Lifecycle:
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Unload idle models at their deadline; sleeps until the next one or a change."""
         self.total_memory = await memory.total_memory()
+        self.gpu = await gpu_memory()
         task_status.started()
         while True:
             self._changed = anyio.Event()
@@ -323,16 +325,11 @@ class Lifecycle:
 
     # ------------------------------------------------------------------------ room
 
-    def _estimate_of(self, loaded: LoadedModel) -> int:
-        estimate = self._estimates.get(loaded.job_id)
-        return estimate.total if estimate is not None else 0
-
-    def _estimate_of_job(self, job_id: str) -> int:
-        estimate = self._estimates.get(job_id)
-        return estimate.total if estimate is not None else 0
-
     def estimate(self, loaded: LoadedModel) -> MemoryEstimate | None:
         return self._estimates.get(loaded.job_id)
+
+    def estimate_of_job(self, job_id: str) -> MemoryEstimate | None:
+        return self._estimates.get(job_id)
 
     def _resident(self, excluding: Key | None = None) -> list[LoadedModel]:
         """Registered models that hold memory of ours: ready, with an engine process."""
@@ -361,11 +358,24 @@ class Lifecycle:
             return None
         return budget.bytes_of(self.total_memory)
 
-    def used_bytes(self) -> int:
-        """Estimated memory of what is loaded and of the prepares starting an engine."""
+    def gpu_budget_bytes(self) -> int | None:
+        """The GPU budget in bytes; None where there is no NVIDIA GPU (one budget for all)."""
+        if self.gpu is None:
+            return None
+        return self.services.settings.gpu_memory_budget.bytes_of(self.gpu.total)
+
+    def _reserved_estimates(self) -> list[MemoryEstimate]:
+        """Estimates of what is loaded and of the prepares starting an engine."""
         self._purge()
-        models = sum(self._estimate_of(m) for m in self._resident())
-        return models + sum(self._estimates[j].total for j in self._reserved if j in self._estimates)
+        loaded = [self.estimate(m) for m in self._resident()]
+        return [e for e in loaded if e is not None] + [self._estimates[j] for j in self._reserved if j in self._estimates]
+
+    def used_bytes(self) -> int:
+        """Estimated RAM of what is loaded and of the prepares starting an engine."""
+        return sum(e.ram for e in self._reserved_estimates())
+
+    def gpu_used_bytes(self) -> int:
+        return sum(e.gpu for e in self._reserved_estimates())
 
     async def make_room(
         self, job: Job, download: DownloadResult | None, options: dict[str, Any], sequences: int = 1
@@ -383,17 +393,18 @@ class Lifecycle:
         count on the same free memory.
         """
         assert job.resolution is not None
-        estimate = await memory.estimate_need(job.resolution.engine, download, options, sequences)
-        need = estimate.total if estimate is not None else 0
+        self.gpu = await gpu_memory()
+        engine = job.resolution.engine
+        estimate = await memory.estimate_need(engine, download, options, sequences, gpu=self.gpu is not None)
         async with self._room_lock:
-            plan = plan_room(self, job, need)
-            if plan.refusal is not None and plan.room is not None and estimate is not None:
-                plan, estimate = self._smaller_context(job, plan, estimate)
+            plan = plan_room(self, job, estimate)
+            if plan.refusal is not None and plan.short is not None and estimate is not None:
+                plan, estimate = shrink_to_fit(self, job, plan, estimate)
             if plan.refusal is not None:
                 raise ServerStartError(
                     plan.refusal,
                     hint="unload a model (`ltcai unload MODEL`), wait for busy ones to finish, or raise"
-                    " memory_budget / max_loaded_models in the config",
+                    " memory_budget / gpu_memory_budget / max_loaded_models in the config",
                     code=ErrorCode.NOT_ENOUGH_MEMORY,
                 )
             detached = [(victim, cause) for victim, cause in plan.victims if self._detach(victim)]
@@ -408,22 +419,6 @@ class Lifecycle:
         if estimate is not None and estimate.context_note:
             log.info("context shrunk to fit", model=job.resolution.resolved_model, context=estimate.context_tokens, why=estimate.context_note)
         return estimate
-
-    def _smaller_context(self, job: Job, plan: Plan, estimate: MemoryEstimate) -> tuple[Plan, MemoryEstimate]:
-        """The plan and estimate for the largest context that fits ``plan.room``; the
-        refusal, with the floor's need added, when none does."""
-        assert plan.room is not None and plan.budget is not None
-        tokens = memory.fit_context(estimate, plan.room)
-        if tokens is None:
-            if not estimate.kv_bytes_per_token:
-                return plan, estimate
-            floor = memory.context_floor(estimate)
-            at_floor = estimate.with_context(floor, "")
-            refusal = f"{plan.refusal}; even at {floor} tokens per slot it needs {format_bytes(at_floor.total)}"
-            return replace(plan, refusal=refusal), estimate
-        note = f"{estimate.context_tokens} did not fit the {format_bytes(plan.budget)} memory budget"
-        smaller = estimate.with_context(tokens, note)
-        return plan_room(self, job, smaller.total), smaller
 
     # ---------------------------------------------------------------------- views
 
@@ -447,6 +442,8 @@ class Lifecycle:
 
     async def model_views(self, models: list[LoadedModel]) -> list[dict[str, Any]]:
         """Each model's registry entry with its lifecycle: memory (estimated, RSS), slots, unload time."""
+        if self.gpu is not None:
+            self.gpu = await gpu_memory() or self.gpu  # "used" for the summary, at most a few seconds old
         pids = [m.served.process.pid for m in models if m.served.process is not None]
         rss = await memory.process_rss(pids) if pids else {}
         views = []
@@ -461,6 +458,12 @@ class Lifecycle:
             "memory_budget_setting": self.services.settings.memory_budget.describe(),
             "memory_used_estimated": self.used_bytes(),
             "total_memory": self.total_memory or None,
+            # An NVIDIA GPU's: what offloaded layers count against (None without one).
+            "gpu_memory_budget": self.gpu_budget_bytes(),
+            "gpu_memory_budget_setting": self.services.settings.gpu_memory_budget.describe("GPU memory"),
+            "gpu_memory_used_estimated": self.gpu_used_bytes() if self.gpu is not None else None,
+            "gpu_total_memory": self.gpu.total if self.gpu is not None else None,
+            "gpu_memory_used": self.gpu.used if self.gpu is not None else None,  # nvidia-smi, by anyone
             "max_loaded_models": self.services.settings.max_loaded_models or None,
             "loaded": sum(1 for _ in models),
         }

@@ -72,10 +72,23 @@ class MemoryEstimate:
     kv_bytes_per_token: int = 0  # one token of one sequence's KV cache (0: not known)
     trained_context: int | None = None  # the model's own, from its header
     context_note: str | None = None  # why context_tokens is below what was configured
+    # The share of the weights and KV cache offloaded to the GPU (llama.cpp's n_gpu_layers
+    # over the model's layers; 0 without a GPU): counted against the GPU budget, not RAM.
+    gpu_share: float = 0.0
 
     @property
     def total(self) -> int:
         return self.weights + self.kv_cache + self.overhead
+
+    @property
+    def gpu(self) -> int:
+        """Bytes in GPU memory."""
+        return int((self.weights + self.kv_cache) * self.gpu_share)
+
+    @property
+    def ram(self) -> int:
+        """Bytes in RAM: the engine's overhead and what is not offloaded."""
+        return self.total - self.gpu
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -86,7 +99,11 @@ class MemoryEstimate:
             "context_tokens": self.context_tokens,
             "sequences": self.sequences,
             "context_note": self.context_note,
+            "gpu": self.gpu,
         }
+
+    def fits(self, room: int | None, gpu_room: int | None) -> bool:
+        return (room is None or self.ram <= room) and (gpu_room is None or self.gpu <= gpu_room)
 
     def with_context(self, tokens: int, note: str) -> MemoryEstimate:
         """The same model with a KV cache of ``tokens`` per sequence, and why."""
@@ -100,18 +117,28 @@ def context_floor(estimate: MemoryEstimate) -> int:
     return min(v for v in limits if v)
 
 
-def fit_context(estimate: MemoryEstimate, room: int) -> int | None:
+def fit_context(estimate: MemoryEstimate, room: int | None, gpu_room: int | None = None) -> int | None:
     """The largest context per sequence (a multiple of ``CONTEXT_STEP``, or the floor)
-    whose estimate fits in ``room`` bytes; None when even the floor does not, or when
-    the KV cache's size per token is not known (nothing to shrink)."""
+    whose estimate fits in ``room`` bytes of RAM and ``gpu_room`` of GPU memory (None: no
+    limit there); None when even the floor does not, or when the KV cache's size per
+    token is not known (nothing to shrink)."""
     if not estimate.kv_bytes_per_token or not estimate.context_tokens:
         return None
     per_token = estimate.kv_bytes_per_token * estimate.sequences
-    fits = (room - estimate.weights - estimate.overhead) // per_token
+    share = estimate.gpu_share
+    limits = [estimate.context_tokens]
+    if room is not None and share < 1:
+        limits.append(int((room - estimate.overhead - estimate.weights * (1 - share)) / (per_token * (1 - share))))
+    if gpu_room is not None and share > 0:
+        limits.append(int((gpu_room - estimate.weights * share) / (per_token * share)))
+    if estimate.fits(room, gpu_room):
+        return estimate.context_tokens
     floor = context_floor(estimate)
-    if fits < floor:
-        return None
-    return min(estimate.context_tokens, max(floor, fits // CONTEXT_STEP * CONTEXT_STEP))
+    candidate = min(limits) // CONTEXT_STEP * CONTEXT_STEP
+    for tokens in (candidate, candidate - CONTEXT_STEP, floor):  # bytes round per device: a step may go
+        if tokens >= floor and estimate.with_context(tokens, "").fits(room, gpu_room):
+            return tokens
+    return None
 
 
 def _size_on_disk(path: Path) -> int | None:
@@ -134,11 +161,12 @@ def _context_tokens(options: dict[str, Any], trained: int | None) -> int:
 
 
 async def estimate_need(
-    engine: str, download: DownloadResult | None, options: dict[str, Any], sequences: int = 1
+    engine: str, download: DownloadResult | None, options: dict[str, Any], sequences: int = 1, *, gpu: bool = False
 ) -> MemoryEstimate | None:
     """What serving these weights on ``engine`` will take; None when nothing says (no weights).
     ``sequences``: the contexts the server allocates a KV cache for up front (llama-server's
-    slots, each ``n_ctx`` tokens)."""
+    slots, each ``n_ctx`` tokens). ``gpu``: the host has a GPU of its own memory, so layers
+    llama.cpp offloads (``n_gpu_layers``) live there."""
     if download is None:
         return None
     path = Path(download.path) if download.path else None
@@ -147,17 +175,28 @@ async def estimate_need(
         weights = download.bytes
     if weights is None:
         return None
-    kv_cache, context, per_token, trained = 0, None, 0, None
+    kv_cache, context, per_token, trained, layers = 0, None, 0, None, None
     if path is not None and path.suffix == ".gguf" and path.is_file():
         gguf_metadata = await import_off_loop("ltcai.engines.gguf_metadata")
         shape = await anyio.to_thread.run_sync(gguf_metadata.read_gguf_shape, path)
         per_token = shape.kv_bytes_per_token() or 0
-        trained = shape.context_length
+        trained, layers = shape.context_length, shape.block_count
         if per_token:
             context = _context_tokens(options, trained)
             kv_cache = per_token * context * max(1, sequences)
     overhead = ENGINE_OVERHEAD_BYTES.get(engine, _DEFAULT_OVERHEAD_BYTES)
-    return MemoryEstimate(weights, kv_cache, overhead, context, max(1, sequences), per_token, trained)
+    share = _gpu_share(options.get("n_gpu_layers"), layers) if gpu and engine == "llamacpp" else 0.0
+    return MemoryEstimate(weights, kv_cache, overhead, context, max(1, sequences), per_token, trained, gpu_share=share)
+
+
+def _gpu_share(n_gpu_layers: Any, layers: int | None) -> float:
+    """How much of the model llama.cpp puts on the GPU: -1 (or at least every layer) all of
+    it, N of L layers N/L (their weights and KV cache); unset or 0, none."""
+    if isinstance(n_gpu_layers, bool) or not isinstance(n_gpu_layers, int) or n_gpu_layers == 0:
+        return 0.0
+    if n_gpu_layers < 0 or not layers or n_gpu_layers >= layers:
+        return 1.0
+    return n_gpu_layers / layers
 
 
 def _meminfo_total() -> int | None:
