@@ -29,6 +29,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--model", default="fast")
     parser.add_argument("--chunks", type=int, default=64, help="content events in a streamed answer")
     parser.add_argument("--file", help="served at GET /file, with Range support")
+    parser.add_argument("--gap-ms", type=float, default=0.0, help="pause between streamed events, as an engine's token time")
     return parser.parse_args()
 
 
@@ -50,6 +51,7 @@ class Upstream:
     def __init__(self, options: argparse.Namespace) -> None:
         self.model = options.model
         self.chunks = options.chunks
+        self.gap_s = options.gap_ms / 1000
         self.file = options.file
         self.models = _json("200 OK", {"object": "list", "data": [{"id": self.model, "object": "model", "owned_by": "bench"}]})
         events = []
@@ -116,6 +118,8 @@ class Upstream:
         for event in self.stream_events:
             writer.write(event)
             await writer.drain()  # one event per write, as an engine emits tokens
+            if self.gap_s:
+                await asyncio.sleep(self.gap_s)
         writer.write(b"0\r\n\r\n")
 
     async def _send_file(self, writer: asyncio.StreamWriter, range_header: str | None) -> None:

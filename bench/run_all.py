@@ -27,6 +27,7 @@ import bench_prepare  # noqa: E402
 import bench_proxy  # noqa: E402
 import bench_servers  # noqa: E402
 import bench_startup  # noqa: E402
+import bench_stream_cpu  # noqa: E402
 from _common import BENCH_DIR, BenchEnv, Section, fmt, load_average, log, machine_info  # noqa: E402
 
 BENCHMARKS = {
@@ -38,6 +39,7 @@ BENCHMARKS = {
     "prepare": bench_prepare,
     "download": bench_download,
     "servers": bench_servers,
+    "stream_cpu": bench_stream_cpu,
 }
 
 

@@ -7,10 +7,10 @@ picks the body's shape (:data:`ErrorShape`); ltcai's ``code`` and ``hint`` are i
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import structlog
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -83,8 +83,8 @@ def ndjson_stream(
     async def lines() -> AsyncIterator[bytes]:
         try:
             async for event in events:
-                yield json.dumps(event, ensure_ascii=False).encode() + b"\n"
+                yield orjson.dumps(event) + b"\n"  # one line per token on a chat stream: orjson's speed
         except LtcaiError as exc:
-            yield json.dumps(error_line(exc), ensure_ascii=False).encode() + b"\n"
+            yield orjson.dumps(error_line(exc)) + b"\n"
 
     return StreamingResponse(lines(), media_type=NDJSON)

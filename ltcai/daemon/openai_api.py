@@ -11,12 +11,12 @@ reason (an error event on a stream). Errors use OpenAI's shape, plus our ``hint`
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -49,8 +49,9 @@ __all__ = ["openai_routes"]
 
 
 def _sse(data: dict[str, Any] | str) -> bytes:
-    payload = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return b"data: " + payload.encode() + b"\n\n"
+    # orjson: one event per token, and json.dumps was a tenth of the daemon's CPU per token.
+    payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
+    return b"data: " + payload + b"\n\n"
 
 
 def _error_event(exc: LtcaiError) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 
 from .._lazy import import_off_loop
 from ..errors import ChatError, ErrorCode, InvalidRequest
@@ -279,7 +280,7 @@ async def _stream_events(
 
 def _chunks_of(served: ServedModel, payload: bytes) -> list[ChatChunk]:
     try:
-        event = json.loads(payload)
+        event = orjson.loads(payload)  # one event per token: ~5× faster than json.loads
     except ValueError as exc:
         raise ChatError(
             f"{served.engine} streamed an event that is not JSON: {payload[:200]!r}",
