@@ -126,9 +126,14 @@ def test_gemma_base_model_uses_the_family_template_and_is_judged_honestly(
     assert profile["profile"]["chat_template"] is None  # the base GGUF carries none
     smoke = report["smoke_test"]
     assert smoke is not None, report
-    # A base model rambles: whatever it said, the report is the classifier's verdict.
-    assert report["status"] in ("failed", "degraded"), smoke
-    assert report["ready_to_chat"] is (report["status"] == "degraded")
+    # A base model rambles, and what it says depends on the build and the machine: whatever
+    # it said, the report is the classifier's verdict on it (SPEC §4). The raw text is what
+    # is judged; a leaked marker that post-processing removed from the shown answer fails it.
+    verdict = classify_answer(smoke["answer"])
+    leaked = "leakage" in smoke["reason"]
+    assert (smoke["status"], smoke["reason"]) == (verdict.status, verdict.reason) or (leaked and smoke["status"] == "failed"), smoke
+    assert report["status"] == smoke["status"]
+    assert report["ready_to_chat"] is (report["status"] != "failed")
 
 
 def test_engine_killed_mid_chat_gives_a_clear_error_and_prepare_recovers(e2e_daemon: RunningDaemon) -> None:
