@@ -26,7 +26,7 @@ from ._harmony import (
 )
 from ._huggingface import HFRef, parse_hf_reference
 from ._markers import BAD_MARKERS, HARMONY_MARKERS, MARKER_CATALOGUE, USER_TURN_MARKERS, TemplateMarkers
-from ._metadata import ModelMetadata, metadata_from_hf_configs
+from ._metadata import ModelMetadata, is_marker_token, metadata_from_hf_configs
 from ._model_ids import validate_model_id
 from ._overrides import select_user_overrides
 from ._profiles import (
@@ -85,6 +85,7 @@ __all__ = [
     "HarmonyParts",
     "HarmonyStreamPostprocessor",
     "ModelMetadata",
+    "is_marker_token",
     "Profile",
     "ProfileCache",
     "Resolution",

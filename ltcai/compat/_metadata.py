@@ -8,6 +8,7 @@ Pure: it takes parsed dicts and text, never a path.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -15,7 +16,28 @@ from typing import Any
 from ._families import ARCHITECTURE_FAMILIES, UNKNOWN_FAMILY, detect_family, template_style
 from ._stops import merge_stops
 
-__all__ = ["ModelMetadata", "family_from_metadata", "metadata_from_hf_configs", "model_layer"]
+__all__ = ["ModelMetadata", "family_from_metadata", "is_marker_token", "metadata_from_hf_configs", "model_layer"]
+
+# A token a model declares joins its markers only if it is shaped like one: a word such
+# as "Question:" declared as EOS must not cut every answer that mentions it.
+_TOKEN_SHAPE = re.compile(r"[<\[][^\s<>\[\]]{1,62}[>\]]|<[｜|][^\s]{1,60}[｜|]>")
+_BARRED_SHAPE = re.compile(r"<[｜|][^\s]{1,60}[｜|]>")
+# Numbered placeholders (Gemma's 6k ``<unusedN>``, Llama 3's 250 reserved tokens): never
+# trained, so never in an answer; without them a model's markers stay a short list.
+_PLACEHOLDER = re.compile(
+    r"[<\[][｜|]?(?:unused|reserved_special_token|extra_id|placeholder)[_-]?\d+[｜|]?[>\]]", re.IGNORECASE
+)
+
+
+def is_marker_token(text: str | None, *, barred: bool = False) -> bool:
+    """Whether a token a model declares may be cleaned out of its answers: shaped like a
+    marker (``<start_of_turn>``, ``[INST]``, ``<|im_end|>``; ``barred``: only the
+    ``<|…|>`` / ``<｜…｜>`` shapes, for tokens that are often text, like a GGUF's
+    user-defined ``<table>``), and not a numbered placeholder."""
+    if not text:
+        return False
+    shape = _BARRED_SHAPE if barred else _TOKEN_SHAPE
+    return shape.fullmatch(text) is not None and _PLACEHOLDER.fullmatch(text) is None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,7 +34,7 @@ from typing import NamedTuple
 
 from ._marker_match import prefix_start
 from ._markers import MARKER_CATALOGUE, REASONING_TAGS, TURN_WORDS
-from ._metadata import ModelMetadata
+from ._metadata import ModelMetadata, is_marker_token
 
 __all__ = ["TurnCleaner", "TurnMarkers", "TurnParts", "clean_turn", "model_tokens", "turn_markers"]
 
@@ -54,9 +54,6 @@ for _entry in MARKER_CATALOGUE.values():
 _ROLE_WORD_RE = re.compile(r"[ \t]*([A-Za-z_]*)")
 _TURN_WORDS = frozenset(TURN_WORDS)
 _TURN_WORD_PREFIXES = frozenset(w[:i] for w in TURN_WORDS for i in range(1, len(w) + 1))
-# A token a model declares joins the markers only if it is shaped like one: a word such
-# as "Question:" declared as EOS must not cut every answer that mentions it.
-_TOKEN_SHAPE = re.compile(r"[<\[][^\s<>\[\]]{1,62}[>\]]|<[｜|][^\s]{1,60}[｜|]>")
 
 
 class ModelTokens(NamedTuple):
@@ -74,7 +71,7 @@ def model_tokens(metadata: ModelMetadata | None) -> ModelTokens:
         return ModelTokens()
 
     def shaped(tokens: Iterable[str | None]) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(t for t in tokens if t and _TOKEN_SHAPE.fullmatch(t)))
+        return tuple(dict.fromkeys(t for t in tokens if is_marker_token(t)))
 
     return ModelTokens(
         ends=shaped((metadata.eot_token, metadata.eos_token, *metadata.extra_stop_tokens)),

@@ -20,7 +20,7 @@ PUBLIC = {
     "FAMILY_DEFAULTS", "UNKNOWN_FAMILY", "detect_family", "family_defaults",
     # profiles: layers, metadata (layer 2), user overrides (layer 4), cache, smoke learning
     "LAYERS", "ModelMetadata", "Profile", "ProfileCache", "build_profile", "learn_from_smoke",
-    "metadata_from_hf_configs", "profile_key", "rebuild_profile", "resolve_family",
+    "metadata_from_hf_configs", "is_marker_token", "profile_key", "rebuild_profile", "resolve_family",
     "select_user_overrides", "generation_params",
     # clean answers: the chat path's entry points and the marker catalogue
     "AnswerDelta", "AnswerParts", "AnswerStream", "clean_answer", "MARKER_CATALOGUE",
