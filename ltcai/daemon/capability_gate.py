@@ -4,18 +4,31 @@ the probe found ``failed`` is refused with the reason, and the model listings sh
 A refusal is a 400 before anything reaches the engine: a model whose tool probe failed
 would answer a tools request with prose or broken JSON, which a client cannot tell from a
 real answer. ``untested`` and ``degraded`` are let through: only a measured failure refuses.
+
+A capability never measured is probed on first use (issue 14 item 5, "lazily"): the first
+request that needs it starts its probe in the background and goes on at once; the verdict
+lands on the profile, so a later request is refused if the probe found it failed. The
+default prepare stays one completion.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+from weakref import WeakKeyDictionary
+
+import structlog
 
 from ..compat import Profile, capabilities_to_dict, untested_capabilities
 from ..errors import ErrorCode, FieldError
-from .models import LoadedModel
+from . import probes
+from .models import LoadedModel, ModelRegistry
+from .services import Services
 from .validation import ChatCall, check_model_sees
 
-__all__ = ["check_call", "measured_map", "needed_capabilities", "ollama_capabilities"]
+__all__ = ["check_call", "measured_map", "needed_capabilities", "ollama_capabilities", "probe_on_first_use"]
+
+log = structlog.get_logger(__name__)
 
 # Which request field needs which capability, and the words a refusal uses for it.
 _PARAM = {"tools": "tools", "json_schema": "response_format", "vision": "messages"}
@@ -36,12 +49,15 @@ def needed_capabilities(call: ChatCall) -> list[str]:
     return needed
 
 
-def check_call(call: ChatCall, loaded: LoadedModel) -> None:
+def check_call(call: ChatCall, loaded: LoadedModel, services: Services | None = None) -> None:
     """Refuse what the ready model cannot do: images it cannot see, a capability its probe
-    found failed (for ``model_access.ready_in_use``'s ``check``)."""
+    found failed (for ``model_access.ready_in_use``'s ``check``). With ``services``, a
+    needed capability never measured is probed in the background (:func:`probe_on_first_use`)."""
     check_model_sees(call, call.model, vision=loaded.profile.vision)
     for key in needed_capabilities(call):
         verdict = loaded.profile.capabilities[key]
+        if verdict.measured_at is None and services is not None:
+            probe_on_first_use(services, loaded, key)
         if verdict.status == "failed":
             when = (verdict.measured_at or "")[:10] or "an earlier prepare"
             raise FieldError(
@@ -73,3 +89,43 @@ def ollama_capabilities(declared: tuple[str, ...] | list[str], profile: Profile 
         elif verdict.usable and word not in found:
             found.append(word)
     return found
+
+
+# Per registry (one per daemon): the (engine, model, capability) probes running now.
+_probing: WeakKeyDictionary[ModelRegistry, set[tuple[str, str, str]]] = WeakKeyDictionary()
+
+
+def probe_on_first_use(services: Services, loaded: LoadedModel, key: str) -> bool:
+    """Start ``key``'s probe on ``loaded`` in the background, unless one is running; the
+    caller does not wait. False if none was started."""
+    running = _probing.setdefault(services.models, set())
+    mark = (*loaded.key, key)
+    if mark in running:
+        return False
+    running.add(mark)
+    if not services.models.start_soon(_probe_in_background, services, loaded, key, running, mark):
+        running.discard(mark)
+        return False
+    log.info("probing a capability on first use", capability=key, model=loaded.resolution.resolved_model)
+    return True
+
+
+async def _probe_in_background(
+    services: Services, loaded: LoadedModel, key: str, running: set[tuple[str, str, str]], mark: tuple[str, str, str]
+) -> None:
+    try:
+        # On a copy: a model unloaded (or crashed) mid-probe fails it, and that says
+        # nothing about the model, so the live one and the book only get a verdict from a
+        # model still served when the probe ends.
+        trial = replace(loaded)
+        await probes.probe_capabilities(services, trial, (key,))
+        if services.models.get(*loaded.key) is not loaded or not loaded.ready:
+            log.info("capability probe dropped: the model went away meanwhile", capability=key)
+            return
+        verdict = trial.profile.capabilities[key]
+        loaded.profile = loaded.profile.with_capability(key, verdict.status, verdict.reason, verdict.measured_at)
+        await services.profiles.put(loaded.profile)
+    except Exception:  # a background task must never take the daemon down with it
+        log.exception("capability probe on first use crashed", capability=key)
+    finally:
+        running.discard(mark)

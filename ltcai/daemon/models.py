@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -86,6 +86,14 @@ class ModelRegistry:
             self._tg = tg
             task_status.started()
             await anyio.sleep_forever()
+
+    def start_soon(self, func: Callable[..., Awaitable[Any]], *args: Any) -> bool:
+        """Run ``func(*args)`` in the background while the registry runs (a probe on first
+        use); False when it does not run. ``func`` must not raise: it would stop the daemon."""
+        if self._tg is None:
+            return False
+        self._tg.start_soon(func, *args)
+        return True
 
     def get(self, engine: str, model: str) -> LoadedModel | None:
         """The model served as ``model`` on ``engine``: by its current id, or by the id it was

@@ -90,7 +90,7 @@ def ollama_app(services: Services) -> Mount:
         engine, _loaded = engine_of(services, call.model)
         check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
         loaded, use = await ready_in_use(
-            services, http, call.model, keep_alive, lambda m: check_call(call, m)
+            services, http, call.model, keep_alive, lambda m: check_call(call, m, services)
         )
         return loaded, use, time.monotonic_ns() - started
 

@@ -97,7 +97,7 @@ def openai_routes(services: Services) -> list[Route]:
         check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
 
         def check(loaded: LoadedModel) -> None:
-            check_call(call, loaded)
+            check_call(call, loaded, services)
 
         ready_now = found is not None and found.ready
         model = call.model
