@@ -1,16 +1,19 @@
 """Prepare-to-READY of ``smollm2`` against starting the raw engine by hand.
 
-- raw: spawn ``python -m llama_cpp.server`` on the bundled GGUF, poll ``/v1/models``
-  every 5 ms until it answers, send the smoke prompt with the profile's parameters
-  (what ``ltcai prepare`` sends), read the answer;
+- raw: the engine ltcai starts, started by hand: the command line the daemon gave it
+  (read from ``/proc/PID/cmdline`` of the engine it served, so the same binary, model,
+  slots and context; only the port differs), polled every 5 ms until it is ready
+  (llama-server: ``/health`` says 200; llama_cpp.server: ``/v1/models`` answers), then
+  the smoke prompt with the profile's parameters (what ``ltcai prepare`` sends);
 - ltcai, cold: a fresh daemon (already listening, its start-up is section 1), then
-  ``POST /prepare smollm2`` streamed to the report: resolution, engine check (a
-  subprocess of the engine's Python), verifying the bundled file's sha256, the same
-  server start, the smoke test, classification, the profile saved;
+  ``POST /prepare smollm2`` streamed to the report: resolution, engine check, verifying
+  the bundled file's sha256, the same server start, the smoke test, classification, the
+  ``context`` probe (one GET), the profile saved;
 - ltcai, warm: the same daemon after ``unload``: the file's hash is remembered, so this
   is the orchestration a user meets on every later prepare.
 
-Runs alternate raw / cold / warm so drift hits all three; ratios are against raw.
+Each round runs cold / warm / raw (raw needs the command line the round's daemon used),
+so drift hits all three; ratios are against raw.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
 from _common import (
-    PYTHON,
     SMOKE_PROMPT,
     BenchEnv,
     Daemon,
@@ -39,34 +42,59 @@ from _common import (
 )
 
 TITLE = "6. Prepare to READY vs starting the raw engine (smollm2)"
-# The smoke request ltcai sends for SmolLM2 (its profile: ChatML, family "unknown" defaults).
-_SMOKE_PARAMS = {"temperature": 0.2, "top_p": 0.9, "max_tokens": 64, "stop": ["<|im_end|>", "<|endoftext|>", "</s>", "<|user|>", "<|assistant|>"]}
 
 
-def raw_engine_ms() -> tuple[float, float]:
-    """(ms spawn → /v1/models answers, ms spawn → smoke answer read)."""
+def smoke_params() -> dict:
+    """What ``ltcai prepare`` sends for SmolLM2's smoke test: its profile's parameters (built
+    as the daemon builds it, from the GGUF's own metadata), 64 tokens, the fixed seed."""
+    from ltcai.compat import build_profile, generation_params
+    from ltcai.daemon.chat import SMOKE_SEED
+    from ltcai.engines.gguf_metadata import read_gguf_metadata
+
+    profile = build_profile("smollm2-135m-instruct-q4_1", "llamacpp", metadata=read_gguf_metadata(smollm2_path()))
+    return {**generation_params(profile, {"max_tokens": 64}), "seed": SMOKE_SEED}
+
+
+def engine_command(daemon: Daemon) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of the engine the daemon serves smollm2 with."""
+    served = next(m for m in daemon.get("/models")["models"] if m["input_id"] == "smollm2")
+    if not served.get("pid"):
+        raise RuntimeError("the daemon serves smollm2 without a process of its own")
+    proc = Path(f"/proc/{served['pid']}")
+    argv = proc.joinpath("cmdline").read_bytes().decode().split("\0")[:-1]
+    env = dict(v.split("=", 1) for v in proc.joinpath("environ").read_bytes().decode().split("\0") if "=" in v)
+    return argv, env
+
+
+def _on_port(argv: list[str], port: int) -> list[str]:
+    argv = list(argv)
+    argv[argv.index("--port") + 1] = str(port)
+    return argv
+
+
+def raw_engine_ms(argv: list[str], env: dict[str, str], params: dict) -> tuple[float, float, str]:
+    """(ms spawn → ready, ms spawn → smoke answer read, the answer), for the engine started
+    with ``argv``."""
     port = free_port()
+    python_server = "llama_cpp.server" in argv
+    ready_path = "/v1/models" if python_server else "/health"  # llama-server: 503 while loading
     started = time.perf_counter_ns()
-    process = subprocess.Popen(
-        [PYTHON, "-m", "llama_cpp.server", "--model", str(smollm2_path()), "--model_alias", "smollm2",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    process = subprocess.Popen(_on_port(argv, port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while not http_get_ok(port, "/v1/models"):
+        while not http_get_ok(port, ready_path):
             if process.poll() is not None:
-                raise RuntimeError("llama_cpp.server exited while starting")
+                raise RuntimeError(f"{argv[0]} exited while starting")
             time.sleep(0.005)
         ready = time.perf_counter_ns()
-        body = {"model": "smollm2", "messages": [{"role": "user", "content": SMOKE_PROMPT}], **_SMOKE_PARAMS}
+        body = {"model": "smollm2", "messages": [{"role": "user", "content": SMOKE_PROMPT}], **params}
         response = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=120)
         response.raise_for_status()
         done = time.perf_counter_ns()
+        answer = response.json()["choices"][0]["message"].get("content") or ""
     finally:
         process.terminate()
         process.wait(timeout=30)
-    return (ready - started) / 1e6, (done - started) / 1e6
+    return (ready - started) / 1e6, (done - started) / 1e6, answer
 
 
 def _prepare_ms(daemon: Daemon) -> tuple[float, dict]:
@@ -92,33 +120,39 @@ def run(env: BenchEnv) -> Section:
     runs = 2 if env.quick else 5
     raw_ready, raw_total, cold, warm = [], [], [], []
     stages: dict[str, list[float]] = {}
-    answers = set()
+    answers, raw_answers = set(), set()
+    params = smoke_params()
     for i in range(runs + 1):  # the first run of each warms the page cache, not counted
         log(f"prepare: run {i + 1}/{runs + 1}")
-        r_ready, r_total = raw_engine_ms()
         daemon = Daemon(http=False, name="pr")
         try:
             daemon.start()
             c_ms, report = _prepare_ms(daemon)
             daemon.post("/models/unload", {"model": "smollm2"})
             w_ms, w_report = _prepare_ms(daemon)
+            argv, engine_env = engine_command(daemon)
         finally:
-            daemon.cleanup()
+            daemon.cleanup()  # the engine stops with it: the raw one gets the machine to itself
+        r_ready, r_total, r_answer = raw_engine_ms(argv, engine_env, params)
         if i:
             raw_ready.append(r_ready)
             raw_total.append(r_total)
             cold.append(c_ms)
             warm.append(w_ms)
             answers.add((report.get("smoke_test") or {}).get("answer"))
+            raw_answers.add(r_answer)
             for state, ms in _stage_ms(w_report).items():
                 stages.setdefault(state, []).append(ms)
     d_raw, d_cold, d_warm = Dist.of(raw_total), Dist.of(cold), Dist.of(warm)
     section.add(
-        f"N={runs} of each, after one uncounted round. The smoke answers seen: "
-        + ", ".join(json.dumps(a, ensure_ascii=False) for a in sorted(a for a in answers if a)) + ".",
+        f"The raw engine: `{' '.join(Path(a).name if a.startswith('/') else a for a in argv)}` (paths shortened). "
+        f"N={runs} of each, after one uncounted round. The smoke answers seen, ltcai's: "
+        + ", ".join(json.dumps(a, ensure_ascii=False) for a in sorted(a for a in answers if a))
+        + "; the raw engine's (same parameters and seed, not post-processed): "
+        + ", ".join(json.dumps(a, ensure_ascii=False) for a in sorted(raw_answers)) + ".",
         "",
         dist_header("ms", with_ratio=True).replace("vs direct", "vs raw"),
-        dist_row("raw: spawn → /v1/models answers", Dist.of(raw_ready), 0),
+        dist_row("raw: spawn → ready", Dist.of(raw_ready), 0),
         dist_row("raw: spawn → smoke answer", d_raw, 0, d_raw),
         dist_row("ltcai prepare, cold daemon → report", d_cold, 0, d_raw),
         dist_row("ltcai prepare after unload → report", d_warm, 0, d_raw),
