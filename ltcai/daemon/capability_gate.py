@@ -26,7 +26,14 @@ from .models import LoadedModel, ModelRegistry
 from .services import Services
 from .validation import ChatCall, check_model_sees
 
-__all__ = ["check_call", "measured_map", "needed_capabilities", "ollama_capabilities", "probe_on_first_use"]
+__all__ = [
+    "PROBE_HEADER",
+    "check_call",
+    "measured_map",
+    "needed_capabilities",
+    "ollama_capabilities",
+    "probe_on_first_use",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -91,6 +98,11 @@ def ollama_capabilities(declared: tuple[str, ...] | list[str], profile: Profile 
     return found
 
 
+# Sent with a probe's requests: an engine's log (or a test's fake engine) can tell them
+# from the client's. A short value: openai_client redacts header values of 8+ characters
+# from error texts.
+PROBE_HEADER = "X-Ltcai-Probe"
+
 # Per registry (one per daemon): the (engine, model, capability) probes running now.
 _probing: WeakKeyDictionary[ModelRegistry, set[tuple[str, str, str]]] = WeakKeyDictionary()
 
@@ -117,7 +129,7 @@ async def _probe_in_background(
         # On a copy: a model unloaded (or crashed) mid-probe fails it, and that says
         # nothing about the model, so the live one and the book only get a verdict from a
         # model still served when the probe ends.
-        trial = replace(loaded)
+        trial = replace(loaded, served=replace(loaded.served, headers={**loaded.served.headers, PROBE_HEADER: "1"}))
         await probes.probe_capabilities(services, trial, (key,))
         if services.models.get(*loaded.key) is not loaded or not loaded.ready:
             log.info("capability probe dropped: the model went away meanwhile", capability=key)

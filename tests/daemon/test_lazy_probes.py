@@ -42,14 +42,15 @@ def _measured(daemon, model, key, timeout=20.0):
     raise AssertionError(f"{key} of {model} was not probed within {timeout} s")
 
 
-def _engine_posts(daemon, model):
+def _engine_posts(daemon, model, listed="requests"):
+    """The fake engine's last POST bodies: the clients' (``requests``) or the probes' (``probes``)."""
     models = {m["input_id"]: m for m in daemon.client.get("/models").json()["models"]}
     base = models[model]["base_url"].removesuffix("/v1")
-    return [r["body"] for r in httpx.get(base + "/debug/requests").json()["requests"]]
+    return [r["body"] for r in httpx.get(base + "/debug/requests").json()[listed]]
 
 
 def _probe_posts(daemon, model):
-    return [b for b in _engine_posts(daemon, model) if b.get("tool_choice") == "required"]
+    return _engine_posts(daemon, model, "probes")
 
 
 def test_first_tools_request_probes_tools_and_a_failure_refuses_the_next(daemon, tag):
@@ -61,7 +62,9 @@ def test_first_tools_request_probes_tools_and_a_failure_refuses_the_next(daemon,
     assert first.status_code == 200, first.text  # untested: answered, not refused, not held for the probe
     found = _measured(daemon, model, "tools")
     assert found["status"] == "failed" and "no tool call" in found["reason"]
-    assert len(_probe_posts(daemon, model)) == 1
+    (probe,) = _probe_posts(daemon, model)
+    assert probe["tool_choice"] == "required" and probe["tools"] == [WEATHER_TOOL]
+    assert len(_engine_posts(daemon, model)) == 2  # the smoke test and the client's request
 
     again = daemon.client.post("/v1/chat/completions", json={"model": model, "messages": ASK, "tools": [WEATHER_TOOL]})
     assert again.status_code == 400 and again.json()["error"]["code"] == "capability_failed"

@@ -14,7 +14,7 @@ It binds a free loopback port itself (no race for the port) and prints, one per 
 
 Routes: ``GET /health``; ``GET /v1/models``; ``GET /props`` (llama-server's: ``n_ctx`` per slot); ``POST /v1/chat/completions`` with and
 without ``stream`` (Server-Sent Events, ending ``data: [DONE]``), ``/v1/completions`` and
-``/v1/embeddings`` likewise; ``GET /debug/requests``: the last POST bodies, so a test sees
+``/v1/embeddings`` likewise; ``GET /debug/requests``: the last POST bodies (``probes``: those ltcai marked as capability probes), so a test sees
 what reached the engine. A chat with ``tools`` answers a call of the named (or first)
 tool, with arguments that fit its schema, unless the last turn is the tool's result; a
 ``response_format`` gets JSON that fits it; ``logprobs`` and ``stream_options`` are
@@ -86,6 +86,7 @@ class _Handler(Handler):
     options: argparse.Namespace
     chats = 0
     requests: list[dict[str, Any]] = []  # the last POSTs, for GET /debug/requests
+    probes: list[dict[str, Any]] = []  # the last POSTs of ltcai's capability probes on first use
     lock = threading.Lock()
 
     def do_GET(self) -> None:  # noqa: N802
@@ -94,7 +95,7 @@ class _Handler(Handler):
         elif self.path == "/props":
             self.send_json(200, {"default_generation_settings": {"n_ctx": self.options.n_ctx}, "total_slots": 1})
         elif self.path == "/debug/requests":
-            self.send_json(200, {"requests": self.requests})
+            self.send_json(200, {"requests": self.requests, "probes": self.probes})
         elif self.path == "/v1/models":
             if self.options.models == "hang":
                 _FOREVER.wait()
@@ -111,8 +112,9 @@ class _Handler(Handler):
             self.send_json(404, {"error": {"message": f"no route {self.path}"}})
             return
         request = self.read_json()
-        with self.lock:
-            type(self).requests = [*type(self).requests[-19:], {"path": self.path, "body": request}]
+        with self.lock:  # a capability probe's request (ltcai marks it) is listed apart
+            listed = "probes" if self.headers.get("X-Ltcai-Probe") else "requests"
+            setattr(type(self), listed, [*getattr(type(self), listed)[-19:], {"path": self.path, "body": request}])
         refusal = _openai_limits(self.path, request) if self.options.openai_limits else None
         if refusal:
             self.send_json(400, {"error": {"message": refusal, "type": "invalid_request_error", "param": None, "code": None}})
