@@ -97,7 +97,7 @@ class LlamaCppEngine(EngineAdapter):
     }), template_tools=True)
 
     def __init__(self) -> None:
-        self._verified: set[tuple] = set()  # files already hashed, see gguf_files.verify_file
+        self._verified = gguf_files.VerifiedFiles()  # files already hashed, kept across restarts
         self._versions: dict[tuple[str, int], str | None] = {}  # (binary, mtime) → --version
         self._build_locks: dict[str, anyio.Lock] = {}  # single-flight per build destination
 

@@ -165,7 +165,7 @@ class MlxEngine(EngineAdapter):
     )
 
     def __init__(self) -> None:
-        self._verified: set[tuple] = set()  # bundled files already hashed (gguf_files.verify_file)
+        self._verified = gguf_files.VerifiedFiles()  # bundled files already hashed, kept across restarts
 
     def _python(self, ctx: EngineContext) -> str:
         return engine_python(self.name, ctx.options, ctx.engines_dir)
