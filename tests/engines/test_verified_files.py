@@ -37,7 +37,7 @@ def hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     return seen
 
 
-@pytest.mark.anyio
+@pytest.mark.asyncio
 async def test_a_restarted_daemon_does_not_hash_an_unchanged_file_again(tmp_path: Path, hashes: list[Path]) -> None:
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF" + b"x" * 1000)
@@ -51,7 +51,7 @@ async def test_a_restarted_daemon_does_not_hash_an_unchanged_file_again(tmp_path
     assert hashes == [model, model]
 
 
-@pytest.mark.anyio
+@pytest.mark.asyncio
 async def test_a_mismatch_is_never_remembered_and_a_broken_memo_is_only_a_memo(tmp_path: Path, hashes: list[Path]) -> None:
     model = tmp_path / "m.gguf"
     model.write_bytes(b"GGUF" + b"y" * 100)
