@@ -5,13 +5,16 @@ llama-cpp-python's server, ``-np N`` for llama-server); more only queue inside i
 nobody can see or bound them. So they queue here: first come, first served, at most
 ``max_queue`` waiting; past that a request is refused at once with 429 and a
 ``Retry-After`` from how long requests on this model have been taking. A queued request
-whose client went away leaves the queue (its waiter is cancelled).
+whose client went away leaves the queue (its waiter is cancelled). ``max_queue`` is read
+at each arrival, so a config reload (SIGHUP) applies to models already loaded; requests
+already waiting stay in the queue even when it is now longer than the new bound.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 import anyio
 
@@ -37,12 +40,17 @@ class TooBusy(LtcaiError):
 class Gate:
     """The slots and the queue of one served model."""
 
-    def __init__(self, slots: int, max_queue: int) -> None:
+    def __init__(self, slots: int, max_queue: int | Callable[[], int]) -> None:
+        """``max_queue``: the bound, or where to read the current one (the daemon's settings)."""
         self.slots = max(1, slots)
-        self.max_queue = max_queue
+        self._max_queue = max_queue
         self.running = 0
         self._waiting: deque[anyio.Event] = deque()
         self._mean_duration_s = 1.0
+
+    @property
+    def max_queue(self) -> int:
+        return self._max_queue() if callable(self._max_queue) else self._max_queue
 
     @property
     def queued(self) -> int:
@@ -61,10 +69,11 @@ class Gate:
         if self.running < self.slots and not self._waiting:
             self.running += 1
             return
-        if len(self._waiting) >= self.max_queue:
+        bound = self.max_queue
+        if len(self._waiting) >= bound:
             raise TooBusy(
                 f"{model} is busy: {self.running} request(s) running and {len(self._waiting)} waiting"
-                f" (max_queue {self.max_queue})",
+                f" (max_queue {bound})",
                 retry_after_s=self.retry_after_s(),
                 hint="retry after the Retry-After seconds, or raise max_queue in the config",
             )

@@ -293,7 +293,8 @@ class Lifecycle:
 
     def gate(self, loaded: LoadedModel) -> Gate:
         if loaded.gate is None:
-            loaded.gate = Gate(loaded.served.slots, self.services.settings.max_queue)
+            # The setting read at each arrival: a reload applies to loaded models too.
+            loaded.gate = Gate(loaded.served.slots, lambda: self.services.settings.max_queue)
         return loaded.gate
 
     # ------------------------------------------------------------------- unloading
