@@ -82,9 +82,10 @@ def _report_exit(report: dict[str, Any] | None) -> int:
 
 
 def _prepare_and_show(
-    client: DaemonClient, ui: Renderer, model: str, engine: str | None, force: bool = False, probe: bool = False
+    client: DaemonClient, ui: Renderer, model: str, engine: str | None, force: bool = False, probe: bool = False,
+    just_in_time: bool = False,
 ) -> int:
-    body = {"model": model, "engine": engine, "force": force, "probe": probe}
+    body = {"model": model, "engine": engine, "force": force, "probe": probe, "just_in_time": just_in_time}
     report = ui.follow_prepare(client.stream("POST", "/prepare", body))
     return _report_exit(report)
 
@@ -275,7 +276,8 @@ def _ensure_ready_then(client: DaemonClient, ui: Renderer, args: argparse.Namesp
     except RemoteError as exc:
         if exc.code != "model_not_ready":
             raise
-    if _prepare_and_show(client, ui, args.model, args.engine) != 0:
+    # Prepared for this chat, as a /v1 request would be: a recent smoke verdict may stand.
+    if _prepare_and_show(client, ui, args.model, args.engine, just_in_time=True) != 0:
         raise LtcaiError(f"{args.model} could not be made ready to chat", hint="see the report above", code="prepare_failed")
     return _ask(client, ui, args, messages)
 

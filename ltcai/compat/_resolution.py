@@ -185,7 +185,8 @@ def resolve(
     5. ``alias_hook`` (plugins); ``engine:model`` with a known prefix switches engine.
 
     ``extra_engines`` names engines registered by third-party plugins (lower case): they
-    are accepted as ``engine`` but, unlike the built-ins, not as an id prefix.
+    are accepted as ``engine`` and ``platform_default`` but, unlike the built-ins, not as
+    an id prefix.
 
     ``allowed_roots`` guards what the caller typed. Alias targets and plugin results are
     validated too, but not against the roots: they are the user's own config and the code
@@ -193,7 +194,7 @@ def resolve(
     """
     typed = validate_model_id(input_id, allowed_roots=allowed_roots)
     hinted = _engine_from_hint(engine, what="engine", extra_engines=extra_engines) if engine is not None else None
-    chosen, model = _split_typed(typed, hinted, platform_default, allowed_roots)
+    chosen, model = _split_typed(typed, hinted, platform_default, allowed_roots, extra_engines)
     chosen, model, source = _apply_aliases(model, chosen, "input", aliases)
     chosen, model, source = _apply_hook(model, chosen, source, alias_hook)
     return _build(typed, chosen, model, source, display_name=display_name, user=user)
@@ -204,6 +205,7 @@ def _split_typed(
     hinted: str | None,
     platform_default: str | None,
     allowed_roots: Sequence[Path | str],
+    extra_engines: Collection[str] = (),
 ) -> tuple[str, str]:
     """The engine and model as typed: the prefix, else the hint, else the platform's."""
     prefix_engine, model = split_provider_prefix(typed)
@@ -213,7 +215,7 @@ def _split_typed(
     if hinted is not None:
         return hinted, model
     if platform_default is not None:
-        return _engine_from_hint(platform_default, what="platform default engine"), model
+        return _engine_from_hint(platform_default, what="platform default engine", extra_engines=extra_engines), model
     return default_engine(), model
 
 

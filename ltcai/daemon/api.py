@@ -92,6 +92,8 @@ def build_app(services: Services) -> Starlette:
         job = await start_or_join(
             services, resolution, force=optional_bool(body, "force", default=False),
             probe=optional_bool(body, "probe", default=False),
+            # A client preparing for its own request (`ltcai chat`), not the user asking to prepare.
+            just_in_time=optional_bool(body, "just_in_time", default=False),
         )  # fmt: skip
         if not stream:
             return JSONResponse(job.summary(), status_code=202)

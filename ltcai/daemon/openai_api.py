@@ -139,7 +139,7 @@ def openai_routes(services: Services) -> list[Route]:
             use = services.lifecycle.begin(*model_key(services, model), keep_alive, route=request.url.path)
             with use.ending_on_error():
                 resolution = resolve_for_client(services, model)
-                job = await start_or_join(services, resolution)
+                job = await start_or_join(services, resolution, just_in_time=True)
 
             async def after_prepare() -> AsyncIterator[bytes]:
                 async for comment in prepare_comments(job):

@@ -89,7 +89,8 @@ class StepDone:
 
 @dataclass(frozen=True)
 class SmokeDone:
-    """The smoke chat ran and its answer was classified (SPEC §4); ends the job.
+    """The smoke chat ran and its answer was classified (SPEC §4), or an earlier verdict
+    stands for it (``reused``); ends the job.
 
     ``status`` is the classifier's word (compat's ``SmokeVerdict.status``); the machine
     alone turns it into an end state (``prepare_states.SMOKE_OUTCOME``).
@@ -102,6 +103,9 @@ class SmokeDone:
     seconds: float
     # The capability verdicts measured with it (``probes``), for the report's stage log.
     capabilities: dict[str, Any] | None = None
+    # Set when the chat was not repeated: an earlier verdict stands (``smoke_reuse``);
+    # says which and why, and the stage log shows the step as skipped.
+    reused: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in SMOKE_OUTCOME:

@@ -262,12 +262,11 @@ class PrepareMachine:
         self._smoke = SmokeTest(
             event.prompt, event.answer, event.status, event.reason, event.seconds
         )
-        self._log(
-            _S.SMOKE_TEST,
-            f"smoke test {event.status}: {event.reason}",
-            now,
-            {"smoke_test": self._smoke.to_dict(), **_capabilities_extra(event)},
-        )
+        extra = {"smoke_test": self._smoke.to_dict(), **_capabilities_extra(event)}
+        message = f"smoke test {event.status}: {event.reason}"
+        if event.reused is not None:  # the earlier verdict decides, as if measured now
+            message, extra["skipped"] = f"skipped: {event.reused}", True
+        self._log(_S.SMOKE_TEST, message, now, extra)
         if target is _S.READY:
             message = f"{self.model} is ready to chat on {self.engine}"
         elif target is _S.DEGRADED:

@@ -20,7 +20,7 @@ from .._lazy import import_off_loop
 from ..compat import SMOKE_PROMPT, Profile, capabilities_to_dict
 from ..engines.base import DownloadResult, EngineCheck, EngineContext, ServedModel
 from ..errors import EngineUnavailable, ErrorCode, LtcaiError
-from . import chat, probes
+from . import chat, probes, smoke_reuse
 from .jobs import Job
 from .models import CRASH_WINDOW_S, LoadedModel
 from .readiness import Readiness
@@ -36,6 +36,7 @@ from .prepare_machine import (
     StepFailed,
 )
 from .services import Services
+from .report import SmokeTest
 
 __all__ = ["run_prepare"]
 
@@ -58,10 +59,11 @@ class _Work:
     served: ServedModel | None = None
     started_process: bool = False
     probe: bool = False  # run every capability probe after the smoke test, not only context
+    just_in_time: bool = False  # started by a client's request: may reuse a smoke verdict
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-async def run_prepare(services: Services, job: Job, *, probe: bool = False) -> None:
+async def run_prepare(services: Services, job: Job, *, probe: bool = False, just_in_time: bool = False) -> None:
     resolution = job.resolution
     assert resolution is not None
     stall_s = services.settings.stall_timeout_s
@@ -71,7 +73,9 @@ async def run_prepare(services: Services, job: Job, *, probe: bool = False) -> N
             job.step_scope.deadline = anyio.current_time() + stall_s
         job.publish_progress(message, done, total, unit)
 
-    work = _Work(services, job, services.engine_context(resolution.engine, progress), probe=probe)
+    ctx = services.engine_context(resolution.engine, progress)
+    # A prepare that probes was asked for by the user: it measures everything anew.
+    work = _Work(services, job, ctx, probe=probe, just_in_time=just_in_time and not probe)
     action: Action = job.machine.start()
     try:
         while isinstance(action, RunStep):
@@ -263,22 +267,63 @@ async def _model_loading(work: _Work) -> Event:
 async def _smoke_test(work: _Work) -> Event:
     services = work.services
     assert work.served is not None and work.profile is not None and work.job.resolution is not None
+    weights = await _stamp(work)
+    record = services.profiles.smoke_record(work.profile)
+    refusal = smoke_reuse.reuse_refusal(record, weights, _setup(work)) if work.just_in_time else "prepared on request"
+    if refusal is None:
+        assert record is not None
+        return await _reuse(work, record)
+    log.info("smoke test runs", why=refusal)
     started = time.perf_counter()
     outcome = await chat.smoke_test(services, work.served, work.profile, max_tokens=_SMOKE_MAX_TOKENS)
     seconds = time.perf_counter() - started
     # The probes run here, inside SMOKE_TEST, so READY is announced with every verdict on
     # the profile (see ``probes``); a model that cannot chat is not probed for more.
     keys = ("context", *probes.GENERATING) if work.probe and outcome.verdict.usable else ("context",)
-    trial = LoadedModel(resolution=work.job.resolution, served=work.served, profile=outcome.profile,
-                        status=Readiness.READY, job_id=work.job.id)  # fmt: skip
-    profile = await probes.probe_capabilities(services, trial, keys, work.ctx.progress)
-    # What the smoke test and the probes taught the profile is kept whatever the verdict;
-    # the model is registered with it (``_register``) only if the machine decides it is chat-ready.
-    work.profile = await services.profiles.put(profile)
+    work.profile = await _probed(work, outcome.profile, keys)
+    smoke = SmokeTest(SMOKE_PROMPT, outcome.answer, outcome.verdict.status, outcome.verdict.reason, seconds)
+    if weights is not None:  # what a later just-in-time prepare compares against (with what it learned)
+        record = smoke_reuse.SmokeRecord(smoke, time.time(), weights, _setup(work))
+        await services.profiles.put_smoke_record(work.profile, record)
     return SmokeDone(
-        outcome.verdict.status, outcome.verdict.reason, outcome.answer, SMOKE_PROMPT, seconds,
+        smoke.status, smoke.reason, smoke.answer, smoke.prompt, seconds,
         capabilities=capabilities_to_dict(work.profile.capabilities),
     )  # fmt: skip
+
+
+async def _reuse(work: _Work, record: smoke_reuse.SmokeRecord) -> Event:
+    """The earlier verdict stands; only the context is measured (one GET: this load's own)."""
+    assert work.profile is not None
+    work.profile = await _probed(work, work.profile, ("context",))
+    smoke = record.smoke
+    return SmokeDone(
+        smoke.status, smoke.reason, smoke.answer, smoke.prompt, smoke.seconds,
+        capabilities=capabilities_to_dict(work.profile.capabilities), reused=record.describe(time.time()),
+    )  # fmt: skip
+
+
+async def _probed(work: _Work, profile: Profile, keys: tuple[str, ...]) -> Profile:
+    """``profile`` with the probes ``keys`` measured on the served model, saved.
+
+    What the smoke test and the probes taught the profile is kept whatever the verdict;
+    the model is registered with it (``_register``) only if the machine decides it is chat-ready.
+    """
+    assert work.served is not None and work.job.resolution is not None
+    trial = LoadedModel(resolution=work.job.resolution, served=work.served, profile=profile,
+                        status=Readiness.READY, job_id=work.job.id)  # fmt: skip
+    probed = await probes.probe_capabilities(work.services, trial, keys, work.ctx.progress)
+    return await work.services.profiles.put(probed)
+
+
+def _setup(work: _Work) -> str:
+    assert work.profile is not None
+    return smoke_reuse.fingerprint(work.profile, work.check.version if work.check else None, work.ctx.options)
+
+
+async def _stamp(work: _Work) -> smoke_reuse.WeightsStamp | None:
+    """The stamp of the weights the engine loaded; None for an engine with no local file."""
+    path = work.download.path if work.download is not None else None
+    return await anyio.to_thread.run_sync(smoke_reuse.stamp_weights, path) if path else None
 
 
 async def _cleanup(work: _Work) -> None:

@@ -18,17 +18,21 @@ __all__ = ["prepared_model", "ready_model", "start_or_join"]
 
 
 async def start_or_join(
-    services: Services, resolution: Resolution, *, force: bool = False, probe: bool = False
+    services: Services, resolution: Resolution, *, force: bool = False, probe: bool = False, just_in_time: bool = False
 ) -> Job:
     """The prepare job for ``resolution``: the finished one that made the model chat-ready
     (unless ``force``, or ``probe``: the capability probes run in a prepare's smoke test),
-    the one running now, or a new one (with every probe if ``probe``)."""
+    the one running now, or a new one (with every probe if ``probe``).
+
+    ``just_in_time``: a client's request needs the model (not a user asking to prepare
+    it), so a new job may reuse a recent smoke verdict (``smoke_reuse``). Joining a job
+    already running takes it as it is, either way."""
     loaded = services.models.get(resolution.engine, resolution.resolved_model)
     if loaded is not None and loaded.ready and not (force or probe):
         finished = services.jobs.jobs.get(loaded.job_id)
         if finished is not None:
             return finished
-    job, created = services.jobs.start(resolution, lambda j: run_prepare(services, j, probe=probe))
+    job, created = services.jobs.start(resolution, lambda j: run_prepare(services, j, probe=probe, just_in_time=just_in_time))
     if created:
         # On disk before the client hears of it: a job id we answered with must still be
         # there (INTERRUPTED) after a kill -9 a millisecond later.
@@ -43,7 +47,7 @@ async def ready_model(services: Services, resolution: Resolution, *, requested: 
     loaded = services.models.get(resolution.engine, resolution.resolved_model)
     if loaded is not None and loaded.ready:
         return loaded
-    job = await start_or_join(services, resolution)
+    job = await start_or_join(services, resolution, just_in_time=True)
     await job.done.wait()
     return prepared_model(services, resolution, job, requested=requested)
 

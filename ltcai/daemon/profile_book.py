@@ -2,7 +2,9 @@
 
 Layers come from ``core.layered_profile`` (metadata the runner read from the model,
 engine overrides, user overrides) and the smoke test (learned). Every change is written
-to ``state/profiles.json``.
+to ``state/profiles.json``. Beside each profile, the last smoke test with the weights and
+set-up it was measured on (``smoke_reuse.SmokeRecord``, in ``state/smoke_records.json``):
+what lets a just-in-time prepare skip repeating it. Forgetting a profile forgets it too.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from typing import Any
 
 import structlog
 
-from ..compat import ModelMetadata, Profile, ProfileCache, rebuild_profile, select_user_overrides
+from ..compat import ModelMetadata, Profile, ProfileCache, profile_key, rebuild_profile, select_user_overrides
 from ..core import layered_profile
 from ..plugins import PluginHost
+from .smoke_reuse import SmokeRecord
 from .store import StateStore
 
 __all__ = ["ProfileBook"]
@@ -21,6 +24,7 @@ __all__ = ["ProfileBook"]
 log = structlog.get_logger(__name__)
 
 DOCUMENT = "profiles"
+SMOKE_DOCUMENT = "smoke_records"
 
 
 class ProfileBook:
@@ -29,8 +33,18 @@ class ProfileBook:
         self.plugins = plugins
         self.user_table = user_table
         self.cache = ProfileCache()
+        self._smoke: dict[str, SmokeRecord] = {}  # by profile key
 
     async def restore(self) -> None:
+        await self._restore_profiles()
+        records = await self.store.read(SMOKE_DOCUMENT, default={}) or {}
+        for key, data in records.items() if isinstance(records, dict) else ():
+            try:
+                self._smoke[key] = SmokeRecord.from_dict(data)
+            except (ValueError, TypeError, KeyError) as exc:  # the next smoke test writes a new one
+                log.warning("unreadable smoke record skipped", key=key, error=str(exc))
+
+    async def _restore_profiles(self) -> None:
         document = await self.store.read(DOCUMENT, default={}) or {}
         if not isinstance(document, dict):  # valid JSON of the wrong shape: nothing usable
             log.warning("profiles state is not a JSON object; ignored", found=type(document).__name__)
@@ -65,7 +79,19 @@ class ProfileBook:
         removed = self.cache.forget(model_id, engine)
         if removed:
             await self.save()
+        if self._smoke.pop(profile_key(model_id, engine), None) is not None:
+            await self._save_smoke()
         return removed
+
+    def smoke_record(self, profile: Profile) -> SmokeRecord | None:
+        return self._smoke.get(profile.key)
+
+    async def put_smoke_record(self, profile: Profile, record: SmokeRecord) -> None:
+        self._smoke[profile.key] = record
+        await self._save_smoke()
+
+    async def _save_smoke(self) -> None:
+        await self.store.save(SMOKE_DOCUMENT, {key: record.to_dict() for key, record in sorted(self._smoke.items())})
 
     def reload_user_table(self, table: dict[str, dict[str, Any]]) -> None:
         self.user_table = table

@@ -107,6 +107,8 @@ def test_engine_hint_is_normalized(hint: str, engine: str) -> None:
 def test_platform_default_is_used_without_prefix_or_hint() -> None:
     assert resolve("m", platform_default="local_mlx", aliases={}).engine == "mlx"
     assert resolve("m", "ollama", platform_default="mlx", aliases={}).engine == "ollama"
+    # A plugin's engine may be the default too (LTCAI_DEFAULT_ENGINE=fake in the daemon's tests).
+    assert resolve("m", platform_default="fake", aliases={}, extra_engines=["fake"]).engine == "fake"
 
 
 @pytest.mark.parametrize("hint", ["ollamma", "llama", "gpt", "", "mlx:"])

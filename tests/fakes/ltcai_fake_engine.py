@@ -26,6 +26,8 @@ ids unique: ``fake-slow-download-a3``). Behaviours:
     no-schema           the server ignores response_format (json_schema probe: failed)
     one-slot            the served model has 1 slot (default 16: the server is threaded),
                         so a second request queues in the daemon
+    weights             the download leaves a real file, ``<models_dir>/fake/<id>.bin``
+                        (kept if there: a test may touch it), and reports its path
 
 An id with a ``/`` (``acme/tiny-GGUF``) is a Hugging Face reference: the download step is
 the real one (``ltcai.engines.hf_download``, against ``HF_ENDPOINT``, e.g. the loopback
@@ -122,7 +124,7 @@ class Behaviour:
                 flags.add(pair)
                 i += 2
                 continue
-            if word in ("degraded", "leak", "think", "helper"):
+            if word in ("degraded", "leak", "think", "helper", "weights"):
                 flags.add(word)
             i += 1
         if "failed-smoke" in flags:
@@ -199,8 +201,11 @@ class FakeEngine(EngineAdapter):
                 f"fake download of {resolution.resolved_model} failed (told to)",
                 hint="pick a model id without fail-download",
             )
+        path = None
+        if "weights" in behaviour.flags:
+            path = str(await ctx.run_sync(_weights_file, ctx.models_dir / "fake" / f"{resolution.resolved_model}.bin"))
         return DownloadResult(
-            path=None, downloaded=True, bytes=_FAKE_WEIGHTS_BYTES, source="fake", message="fake weights"
+            path=path, downloaded=True, bytes=_FAKE_WEIGHTS_BYTES, source="fake", message="fake weights"
         )
 
     async def serve(self, ctx: EngineContext, resolution: Any, download: DownloadResult | None) -> ServedModel:
@@ -233,6 +238,13 @@ class FakeEngine(EngineAdapter):
                 code=FAIL_CODE["load"],
             )
         return LoadResult(loaded=True, message=f"fake engine loaded {served.model}")
+
+
+def _weights_file(path: Path) -> Path:
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"\0" * _FAKE_WEIGHTS_BYTES)
+    return path
 
 
 def _model_of(ctx: EngineContext) -> str:
