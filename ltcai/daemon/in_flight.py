@@ -24,7 +24,10 @@ from .models import LoadedModel
 if TYPE_CHECKING:
     from .jobs import Job
 
-__all__ = ["PREPARE_JOB_HEADER", "ClientGone", "ending_use", "enter_while_connected", "prepare_comments", "take_keep_alive"]
+__all__ = [
+    "PREPARE_JOB_HEADER", "ClientGone", "ending_use", "enter_while_connected", "prepare_comments", "prepare_progress",
+    "take_keep_alive",
+]
 
 # The response header that names the prepare job a request started or joined (just in time).
 PREPARE_JOB_HEADER = "X-Ltcai-Prepare-Job"
@@ -85,9 +88,11 @@ async def enter_while_connected(use: Use, loaded: LoadedModel, request: Request)
         raise ClientGone("the client went away while its request was queued")
 
 
-async def prepare_comments(job: Job) -> AsyncIterator[bytes]:
-    """SSE comments (``: …``) until ``job`` is done: one per state change and progress report,
-    and one every few seconds of silence. Clients ignore comments; the connection lives."""
+async def prepare_progress(job: Job) -> AsyncIterator[str]:
+    """What a request waiting on ``job`` tells its client until the job is done, one line
+    per state change and progress report, and one every few seconds of silence (proxies
+    and clients with read timeouts see a live connection). Each API wraps the lines in
+    what its clients skip: SSE comments on ``/v1``, empty chunks on ``/api``."""
     seen, last = 0, "starting"
     while not job.done.is_set():
         with anyio.move_on_after(_KEEPALIVE_S):
@@ -96,9 +101,15 @@ async def prepare_comments(job: Job) -> AsyncIterator[bytes]:
         seen = len(job.events)
         for event in news:
             last = f"{event.get('state')}: {event.get('message', '')}"
-            yield _comment(f"preparing {job.machine.model} ({job.id}) {last}")
+            yield " ".join(f"preparing {job.machine.model} ({job.id}) {last}".split())
         if not news and not job.done.is_set():
-            yield _comment(f"preparing {job.machine.model} ({job.id}) still {last}")
+            yield " ".join(f"preparing {job.machine.model} ({job.id}) still {last}".split())
+
+
+async def prepare_comments(job: Job) -> AsyncIterator[bytes]:
+    """``prepare_progress`` as SSE comments (``: …``): clients ignore them; the connection lives."""
+    async for line in prepare_progress(job):
+        yield _comment(line)
 
 
 def _comment(text: str) -> bytes:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from starlette.requests import Request
 
 from ..compat import Resolution
 from ..core import resolve_with_settings
 from . import preparing
+from ..errors import LtcaiError
 from .in_flight import enter_while_connected
+from .jobs import Job
 from .lifecycle import Use
 from .models import LoadedModel
 from .services import Services
 
-__all__ = ["engine_of", "model_key", "ready_in_use", "ready_model", "resolve_for_client"]
+__all__ = ["Preparing", "engine_of", "model_key", "preparing_in_use", "ready_in_use", "ready_model", "resolve_for_client"]
 
 
 def engine_of(services: Services, model: str) -> tuple[str, LoadedModel | None]:
@@ -76,3 +79,40 @@ async def ready_in_use(
         use.end()
         raise
     return loaded, use
+
+
+@dataclass
+class Preparing:
+    """A streamed request that started (or joined) a just-in-time prepare and answers at
+    once: it says something while ``job`` runs (``in_flight.prepare_progress``), then takes
+    its slot with ``ready``. In flight from the start, like ``ready_in_use``."""
+
+    services: Services
+    use: Use
+    job: Job
+    resolution: Resolution
+    model: str
+
+    async def ready(self, check: Callable[[LoadedModel], None] | None = None) -> LoadedModel:
+        """The model the finished job left, with this request in one of its slots (queued
+        first if need be: the stream's end, as its client leaves, cancels the wait).
+        ``Conflict`` if the prepare failed; the use ends with any error."""
+        await self.job.done.wait()
+        try:
+            loaded = preparing.prepared_model(self.services, self.resolution, self.job, requested=self.model)
+            if check is not None:
+                check(loaded)
+            await self.use.enter(loaded)
+        except LtcaiError as exc:
+            self.use.end(exc)
+            raise
+        return loaded
+
+
+async def preparing_in_use(services: Services, request: Request, model: str, keep_alive: float | None) -> Preparing:
+    """Start or join the prepare of ``model`` for a stream that answers while it runs."""
+    use = services.lifecycle.begin(*model_key(services, model), keep_alive, route=request.url.path)
+    with use.ending_on_error():
+        resolution = resolve_for_client(services, model)
+        job = await preparing.start_or_join(services, resolution, just_in_time=True)
+    return Preparing(services, use, job, resolution, model)

@@ -1,7 +1,7 @@
 """Ollama's native API (github.com/ollama/ollama docs/api.md), so Ollama clients work unchanged.
 
-``/api/chat``, ``/api/generate`` (NDJSON streamed unless ``"stream": false``),
-``/api/embed``, ``/api/embeddings``, ``/api/tags``, ``/api/ps``, ``/api/show``,
+``/api/chat``, ``/api/generate`` (NDJSON streamed unless ``"stream": false``; in
+``ollama_chat``, with how a stream waits on a just-in-time prepare), ``/api/embed``, ``/api/embeddings``, ``/api/tags``, ``/api/ps``, ``/api/show``,
 ``/api/pull`` (a prepare's progress as Ollama's status lines), ``/api/delete``,
 ``/api/version``. Requests go through the same validator and fast path as ``/v1``
 (profile parameters, post-processing of content, never of tool calls, the recovery
@@ -19,52 +19,30 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from .. import __version__
 from ..engines import openai_client
 from ..errors import FieldError, LtcaiError, NotFound
-from . import chat
-from .capability_gate import check_call, measured_map, ollama_capabilities
+from .capability_gate import measured_map, ollama_capabilities
 from .body import read_json_object
 from .embeddings import counted_usage
-from .http_errors import exception_handlers, ndjson_stream, ollama_error_body
-from .in_flight import ending_use, take_keep_alive
-from .lifecycle import Use
+from .http_errors import exception_handlers, ollama_error_body
+from .in_flight import take_keep_alive
 from .model_access import engine_of, ready_in_use, resolve_for_client
 from .model_catalog import CatalogEntry, usable_models
-from .models import LoadedModel
+from .ollama_chat import OllamaChat, ndjson_lines
 from .preparing import start_or_join
-from .ollama_shapes import (
-    OllamaRequest,
-    chat_request,
-    done_fields,
-    generate_request,
-    message_out,
-    model_details,
-    now_rfc3339,
-    ollama_tool_calls,
-)
+from .ollama_shapes import model_details, now_rfc3339
 from .services import Services
-from .validation import (
-    ChatCall,
-    EmbedCall,
-    check_engine_embeds,
-    check_engine_takes,
-    parse_chat,
-    parse_embeddings,
-)
+from .validation import EmbedCall, check_engine_embeds, parse_embeddings
 
 __all__ = ["ollama_app"]
-
-def _lines(events: AsyncIterator[dict[str, Any]]) -> StreamingResponse:
-    return ndjson_stream(events, lambda exc: ollama_error_body(exc.code, exc.message, exc.hint))
 
 
 def _tag(entry: CatalogEntry) -> dict[str, Any]:
@@ -83,135 +61,8 @@ def ollama_app(services: Services) -> Mount:
     """The ``/api`` routes as one mounted app: its errors are Ollama's shape."""
     limit = services.settings.max_body_bytes
 
-    async def prepared(
-        http: Request, call: ChatCall, keep_alive: float | None, started: int
-    ) -> tuple[LoadedModel, Use, int]:
-        """The model ready, this request in flight on it, and how long that took (ns)."""
-        engine, _loaded = engine_of(services, call.model)
-        check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
-        loaded, use = await ready_in_use(
-            services, http, call.model, keep_alive, lambda m: check_call(call, m, services)
-        )
-        return loaded, use, time.monotonic_ns() - started
-
-    async def answer(
-        call: ChatCall, request: OllamaRequest, loaded: LoadedModel, use: Use, started: int, load_ns: int, key: str
-    ) -> Response:
-        """One chat turn as Ollama's chat (``key`` "message") or generate ("response") answer."""
-        head = {"model": call.model, "created_at": now_rfc3339()}
-
-        def shaped(content: str, reasoning: str | None, tool_calls: list[dict[str, Any]] | None) -> dict[str, Any]:
-            if key == "message":
-                return {"message": message_out(content, reasoning, tool_calls, request.think)}
-            out: dict[str, Any] = {"response": content}
-            if request.think and reasoning:
-                out["thinking"] = reasoning
-            return out
-
-        if not call.stream:
-            try:
-                result = await chat.chat_once(services, loaded, call)
-                use.usage(result.usage)
-            finally:
-                use.end()
-            body = {**head, **shaped(result.content, result.reasoning, result.tool_calls)}
-            return JSONResponse({**body, **done_fields(result.finish_reason, result.usage, started, load_ns)})
-
-        async def events() -> AsyncIterator[dict[str, Any]]:
-            calls: dict[int, dict[str, Any]] = {}  # OpenAI's streamed deltas, assembled
-            finish, usage = None, None
-            async for delta in use.watch(chat.chat_stream(services, loaded, replace(call, include_usage=True))):
-                if "content" in delta or ("reasoning" in delta and request.think):
-                    yield {**head, **shaped(delta.get("content", ""), delta.get("reasoning"), None), "done": False}
-                for part in delta.get("tool_calls") or ():
-                    whole = calls.setdefault(part.get("index", 0), {"function": {"name": "", "arguments": ""}})
-                    function = part.get("function") or {}
-                    whole["function"]["name"] += function.get("name") or ""
-                    whole["function"]["arguments"] += function.get("arguments") or ""
-                finish = delta.get("finish_reason", finish)
-                usage = delta.get("usage", usage)
-            if calls:  # Ollama sends each tool call whole, in one line
-                yield {**head, **shaped("", None, [calls[i] for i in sorted(calls)]), "done": False}
-            yield {**head, **shaped("", None, None), **done_fields(finish, usage, started, load_ns)}
-
-        return ending_use(_lines(events()), use)
-
-    async def chat_route(request: Request) -> Response:
-        started = time.monotonic_ns()
-        body, keep_alive = take_keep_alive(await read_json_object(request, limit))
-        ollama = chat_request(body)
-        if not ollama.body.get("messages"):  # Ollama's "load a model": no messages
-            return await load_or_unload(request, ollama, keep_alive, started, "message")
-        call = parse_chat(ollama.body)
-        loaded, use, load_ns = await prepared(request, call, keep_alive, started)
-        return await answer(call, ollama, loaded, use, started, load_ns, "message")
-
-    async def generate_route(request: Request) -> Response:
-        started = time.monotonic_ns()
-        body, keep_alive = take_keep_alive(await read_json_object(request, limit))
-        ollama = generate_request(body)
-        if not body.get("prompt") and not body.get("images"):
-            return await load_or_unload(request, ollama, keep_alive, started, "response")
-        if body.get("raw"):
-            return await raw_generate(request, ollama, keep_alive, body, started)
-        call = parse_chat(ollama.body)
-        loaded, use, load_ns = await prepared(request, call, keep_alive, started)
-        return await answer(call, ollama, loaded, use, started, load_ns, "response")
-
-    async def raw_generate(
-        http: Request, ollama: OllamaRequest, keep_alive: float | None, body: dict[str, Any], started: int
-    ) -> Response:
-        """``raw``: the prompt goes to the engine as it is, no chat template."""
-        for name in ("format", "system", "images"):
-            if body.get(name):
-                raise FieldError(f"'{name}' cannot be used with \"raw\": true: the prompt is sent as it is",
-                                 param=name, code="unsupported_field")  # fmt: skip
-        prompt = body["prompt"]
-        call = replace(parse_chat(ollama.body), messages=[])
-        loaded, use, load_ns = await prepared(http, call, keep_alive, started)
-        head = {"model": call.model, "created_at": now_rfc3339()}
-
-        async def events() -> AsyncIterator[dict[str, Any]]:
-            finish, usage, text = None, None, []
-            async for delta in use.watch(chat.completion_stream(services, loaded, replace(call, include_usage=True), prompt)):
-                if "content" in delta:
-                    text.append(delta["content"])
-                    if call.stream:
-                        yield {**head, "response": delta["content"], "done": False}
-                finish = delta.get("finish_reason", finish)
-                usage = delta.get("usage", usage)
-            whole = "" if call.stream else "".join(text)
-            yield {**head, "response": whole, **done_fields(finish, usage, started, load_ns)}
-
-        if call.stream:
-            return ending_use(_lines(events()), use)
-        try:
-            last = [event async for event in events()][-1]
-        finally:
-            use.end()
-        return JSONResponse(last)
-
-    async def load_or_unload(
-        http: Request, ollama: OllamaRequest, keep_alive: float | None, started: int, key: str
-    ) -> Response:
-        """Ollama's empty request: load the model (kept ``keep_alive``), or with 0, unload it."""
-        model = ollama.body.get("model")
-        if not isinstance(model, str):
-            raise FieldError("'model' is required", param="model", code="missing_field")
-        empty = {"message": {"role": "assistant", "content": ""}} if key == "message" else {"response": ""}
-        head = {"model": model, "created_at": now_rfc3339(), **empty, "done": True}
-        if keep_alive == 0:
-            unloaded = await unload(model)
-            return JSONResponse({**head, "done_reason": "unload" if unloaded else "not loaded"})
-        _loaded, use = await ready_in_use(services, http, model, keep_alive)
-        use.end()
-        return JSONResponse({**head, "done_reason": "load", "load_duration": time.monotonic_ns() - started})
-
-    async def unload(model: str) -> LoadedModel | None:
-        _engine, loaded = engine_of(services, model)
-        if loaded is None or not await services.lifecycle.unload(loaded, "requested"):
-            return None
-        return loaded
+    chats = OllamaChat(services)
+    unload = chats.unload
 
     async def embed_route(request: Request) -> Response:
         started = time.monotonic_ns()
@@ -326,7 +177,7 @@ def ollama_app(services: Services) -> Mount:
                     yield {"status": event["message"]}
 
         if body.get("stream", True) is not False:
-            return _lines(statuses())
+            return ndjson_lines(statuses())
         last = [line async for line in statuses()][-1]
         return JSONResponse(last)
 
@@ -348,8 +199,8 @@ def ollama_app(services: Services) -> Mount:
 
     app = Starlette(
         routes=[
-            Route("/chat", chat_route, methods=["POST"]),
-            Route("/generate", generate_route, methods=["POST"]),
+            Route("/chat", chats.chat_route, methods=["POST"]),
+            Route("/generate", chats.generate_route, methods=["POST"]),
             Route("/embed", embed_route, methods=["POST"]),
             Route("/embeddings", embeddings_route, methods=["POST"]),
             Route("/tags", tags, methods=["GET", "HEAD"]),

@@ -4,7 +4,7 @@ Any OpenAI client (the ``openai`` SDK, editors, ``llm``, curl) gets the compat f
 profile parameters, post-processing that strips leaked markers (also when a marker is
 split across streamed chunks), and the recovery retry. A model that is not ready is
 prepared first (just in time), and the job's id comes back in the ``X-Ltcai-Prepare-Job``
-header; a chat stream answers at once and keeps the connection alive with SSE comments
+header; a stream (chat or completion) answers at once and keeps the connection alive with SSE comments
 (``: preparing …``) until the model is ready, and a failed prepare is an error naming the
 reason (an error event on a stream). Errors use OpenAI's shape, plus our ``hint``.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -32,10 +32,9 @@ from .embeddings import counted_usage, encode_base64
 from .engine_request import engine_params
 from .in_flight import PREPARE_JOB_HEADER, ending_use, prepare_comments, take_keep_alive
 from .lifecycle import Use
-from .model_access import engine_of, model_key, ready_in_use, resolve_for_client
+from .model_access import engine_of, preparing_in_use, ready_in_use
 from .model_catalog import CatalogEntry, usable_models
 from .models import LoadedModel
-from .preparing import prepared_model, start_or_join
 from .services import Services
 from .validation import (
     check_engine_embeds,
@@ -61,6 +60,35 @@ def _error_event(exc: LtcaiError) -> dict[str, Any]:
 
 def _cached_profile(services: Services, entry: CatalogEntry) -> Profile | None:
     return services.profiles.get(entry.extra.get("resolved_model", entry.id), entry.engine)
+
+
+async def _stream_after_prepare(
+    services: Services,
+    request: Request,
+    model: str,
+    keep_alive: float | None,
+    answer: Callable[[LoadedModel, Use], AsyncIterator[bytes]],
+    check: Callable[[LoadedModel], None] | None = None,
+) -> Response:
+    """Just in time, streamed: answer at once (the job id in a header), keep the connection
+    alive with SSE comments while the model is prepared, then stream ``answer``; a failed
+    prepare is the stream's error event."""
+    waiting = await preparing_in_use(services, request, model, keep_alive)
+
+    async def after_prepare() -> AsyncIterator[bytes]:
+        async for comment in prepare_comments(waiting.job):
+            yield comment
+        try:
+            loaded = await waiting.ready(check)
+        except LtcaiError as exc:
+            yield _sse(_error_event(exc))
+            yield _sse("[DONE]")
+            return
+        async for event in answer(loaded, waiting.use):
+            yield event
+
+    response = StreamingResponse(after_prepare(), media_type="text/event-stream", headers={PREPARE_JOB_HEADER: waiting.job.id})
+    return ending_use(response, waiting.use)
 
 
 def openai_routes(services: Services) -> list[Route]:
@@ -134,30 +162,7 @@ def openai_routes(services: Services) -> list[Route]:
             yield _sse("[DONE]")
 
         if call.stream and not ready_now:
-            # Just in time, streamed: answer at once (the job id in a header) and keep the
-            # connection alive with SSE comments while the model is prepared.
-            use = services.lifecycle.begin(*model_key(services, model), keep_alive, route=request.url.path)
-            with use.ending_on_error():
-                resolution = resolve_for_client(services, model)
-                job = await start_or_join(services, resolution, just_in_time=True)
-
-            async def after_prepare() -> AsyncIterator[bytes]:
-                async for comment in prepare_comments(job):
-                    yield comment
-                try:
-                    loaded = prepared_model(services, resolution, job, requested=model)
-                    check(loaded)
-                    await use.enter(loaded)  # the queue; the client leaving cancels this stream
-                except LtcaiError as exc:
-                    use.end(exc)
-                    yield _sse(_error_event(exc))
-                    yield _sse("[DONE]")
-                    return
-                async for event in answer_events(loaded, use):
-                    yield event
-
-            response = StreamingResponse(after_prepare(), media_type="text/event-stream", headers={PREPARE_JOB_HEADER: job.id})
-            return ending_use(response, use)
+            return await _stream_after_prepare(services, request, model, keep_alive, answer_events, check)
 
         loaded, use = await ready_in_use(services, request, model, keep_alive, check)
         # A model prepared for this request: the job that did it, for `ltcai jobs ID`.
@@ -193,32 +198,36 @@ def openai_routes(services: Services) -> list[Route]:
     async def completions(request: Request) -> Response:
         body, keep_alive = take_keep_alive(await read_json_object(request, limit))
         call, prompt = parse_completion(body)
-        engine, _loaded = engine_of(services, call.model)
+        engine, found = engine_of(services, call.model)
         check_engine_takes(call, engine, services.engine(engine).request_rules.fields)
-        loaded, use = await ready_in_use(services, request, call.model, keep_alive)
         completion_id = "cmpl-" + uuid.uuid4().hex[:24]
         created = int(time.time())
+
+        def event(text: str, finish: str | None = None) -> dict[str, Any]:
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+            return {"id": completion_id, "object": "text_completion", "created": created, "model": call.model,
+                    "choices": [choice]}  # fmt: skip
+
+        async def events(loaded: LoadedModel, use: Use) -> AsyncIterator[bytes]:
+            try:
+                async for delta in use.watch(chat.completion_stream(services, loaded, call, prompt)):
+                    if "content" in delta:
+                        yield _sse(event(delta["content"]))
+                    elif "finish_reason" in delta:
+                        yield _sse(event("", delta["finish_reason"]))
+                    elif "usage" in delta:
+                        yield _sse({**event(""), "choices": [], "usage": delta["usage"]})
+            except LtcaiError as exc:
+                yield _sse(_error_event(exc))
+            yield _sse("[DONE]")
+
+        ready_now = found is not None and found.ready
+        if call.stream and not ready_now:
+            return await _stream_after_prepare(services, request, call.model, keep_alive, events)
+        loaded, use = await ready_in_use(services, request, call.model, keep_alive)
+        headers = None if ready_now else {PREPARE_JOB_HEADER: loaded.job_id}
         if call.stream:
-
-            def event(text: str, finish: str | None = None) -> dict[str, Any]:
-                choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
-                return {"id": completion_id, "object": "text_completion", "created": created, "model": call.model,
-                        "choices": [choice]}  # fmt: skip
-
-            async def events() -> AsyncIterator[bytes]:
-                try:
-                    async for delta in use.watch(chat.completion_stream(services, loaded, call, prompt)):
-                        if "content" in delta:
-                            yield _sse(event(delta["content"]))
-                        elif "finish_reason" in delta:
-                            yield _sse(event("", delta["finish_reason"]))
-                        elif "usage" in delta:
-                            yield _sse({**event(""), "choices": [], "usage": delta["usage"]})
-                except LtcaiError as exc:
-                    yield _sse(_error_event(exc))
-                yield _sse("[DONE]")
-
-            return ending_use(StreamingResponse(events(), media_type="text/event-stream"), use)
+            return ending_use(StreamingResponse(events(loaded, use), media_type="text/event-stream"), use)
         try:
             params, held_stops = engine_params(
                 services.engine(engine).request_rules, loaded.profile, call.overrides, call.fields
@@ -237,7 +246,8 @@ def openai_routes(services: Services) -> list[Route]:
                 "model": call.model,
                 "choices": [{"index": 0, "text": text, "finish_reason": answer.get("finish_reason") or "stop", "logprobs": None}],
                 "usage": answer.get("usage"),
-            }
+            },
+            headers=headers,
         )
 
     async def embed(request: Request) -> Response:

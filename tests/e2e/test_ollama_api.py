@@ -30,6 +30,11 @@ def test_the_ollama_client_chats_streams_and_lists_with_the_real_engine(tcp_daem
     token = tcp_daemon.token
     client = ollama.Client(host=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=180)
     assert "smollm2" in {m.model for m in client.list().models}  # before anything is prepared
+    # Streamed, the first chat waits on the prepare with empty chunks the client parses.
+    chunks = list(client.chat(model="smollm2", messages=[{"role": "user", "content": "What is 2+2?"}], stream=True,
+                              options={"num_predict": 40}))  # fmt: skip
+    assert not chunks[0].message.content and chunks[-1].done
+    assert "".join(c.message.content or "" for c in chunks).strip()
     answer = client.chat(model="smollm2", messages=[{"role": "user", "content": "What is 2+2?"}], options={"num_predict": 40})
     assert answer.message.content and not any(m in answer.message.content for m in BAD_MARKERS)
     assert answer.done and answer.eval_count > 0 and answer.prompt_eval_count > 0
