@@ -41,6 +41,7 @@ __all__ = ["SMOKE_REUSE_MAX_AGE_S", "SmokeRecord", "WeightsStamp", "fingerprint"
 # How long a measured verdict stands in for a new smoke test (see the module docstring).
 SMOKE_REUSE_MAX_AGE_S: Final = 7 * 24 * 3600.0
 _REUSABLE: Final = ("ok", "degraded")
+_PER_LOAD: Final = frozenset({"n_ctx"})  # engine options chosen per load, not by the user alone
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,10 @@ def stamp_weights(path: str) -> WeightsStamp | None:
 def fingerprint(profile: Profile, engine_version: str | None, options: Mapping[str, Any]) -> str:
     """A digest of what shapes the smoke chat besides the weights: the profile's fields and
     the layer each came from, the engine's version and this engine's settings."""
-    document = {"fields": profile.to_dict()["fields"], "engine_version": engine_version, "options": options}
+    # Not n_ctx: the memory budget may shrink it load by load (make_room), the context
+    # probe measures it anew each time, and a smoke chat of a few tokens does not depend on it.
+    settings = {key: value for key, value in options.items() if key not in _PER_LOAD}
+    document = {"fields": profile.to_dict()["fields"], "engine_version": engine_version, "options": settings}
     encoded = json.dumps(document, sort_keys=True, default=str).encode()
     return hashlib.sha256(encoded).hexdigest()[:32]
 

@@ -19,7 +19,7 @@ import pytest
 from ltcai.compat import SMOKE_PROMPT
 from ltcai.daemon.prepare_machine import PrepareMachine, PrepareState, SmokeDone, StepDone
 from ltcai.daemon.report import SmokeTest
-from ltcai.daemon.smoke_reuse import SMOKE_REUSE_MAX_AGE_S, SmokeRecord, WeightsStamp, reuse_refusal, stamp_weights
+from ltcai.daemon.smoke_reuse import SMOKE_REUSE_MAX_AGE_S, SmokeRecord, WeightsStamp, fingerprint, reuse_refusal, stamp_weights
 
 NOW = 1_800_000_000.0
 STAMP = WeightsStamp("/models/m.gguf", 1000, 1_700_000_000_000_000_000)
@@ -55,6 +55,18 @@ def test_a_recent_verdict_on_the_same_file_and_set_up_stands() -> None:
 def test_anything_that_may_have_changed_the_verdict_refuses_it(record, weights, setup, why) -> None:
     refusal = reuse_refusal(record, weights, setup, NOW)
     assert refusal is not None and why in refusal
+
+
+def test_the_set_up_fingerprint_follows_the_profile_and_settings_but_not_the_context_chosen_per_load() -> None:
+    from ltcai.compat import build_profile
+
+    profile = build_profile("m", "llamacpp")
+    base = fingerprint(profile, "b1", {"n_gpu_layers": 0, "n_ctx": 4096})
+    assert fingerprint(profile, "b1", {"n_gpu_layers": 0, "n_ctx": 1024}) == base  # the budget shrank it
+    assert fingerprint(profile, "b2", {"n_gpu_layers": 0, "n_ctx": 4096}) != base
+    assert fingerprint(profile, "b1", {"n_gpu_layers": 99, "n_ctx": 4096}) != base
+    stopped = build_profile("m", "llamacpp", user_overrides={"extra_stop": ["END"]})
+    assert fingerprint(stopped, "b1", {"n_gpu_layers": 0, "n_ctx": 4096}) != base
 
 
 def test_a_folder_is_stamped_by_all_its_files(tmp_path: Path) -> None:
