@@ -31,7 +31,6 @@ __all__ = [
     "ServerBinary",
     "chat_template_name",
     "default_slots",
-    "default_threads",
     "find_server_binary",
     "probe_version",
     "server_argv",
@@ -112,19 +111,6 @@ def default_slots(cores: int | None = None) -> int:
     return 8 if cores >= 2 else 4
 
 
-def default_threads(cores: int | None = None) -> int | None:
-    """Generation threads when the config names none: on a machine of 4 CPUs or fewer,
-    one fewer than it has; else llama.cpp's own choice (its physical cores).
-
-    llama.cpp's threads meet at a barrier after every layer and spin there: when the
-    daemon, the clients or the rest of the desktop take one of their cores, every
-    thread waits for the one that lost it. Measured on 2 cores beside a busy test suite:
-    SmolLM2 at 2.2–3.9 tok/s with 2 threads, 22–33 tok/s with 1 (bench/results.md §8).
-    """
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores - 1) if cores <= 4 else None
-
-
 def chat_template_name(profile: Any) -> str | None:
     """llama-server's built-in template for a GGUF with none of its own, from the profile."""
     if profile is None or getattr(profile, "chat_template", None):
@@ -163,9 +149,8 @@ def server_argv(
     template = chat_template_name(profile)
     if template:
         argv += ["--chat-template", template]
-    threads = options.get("n_threads") or default_threads()
-    if threads:
-        argv += ["--threads", str(threads)]
+    if options.get("n_threads"):
+        argv += ["--threads", str(options["n_threads"])]
     if options.get("n_gpu_layers") is not None:
         argv += ["--n-gpu-layers", str(options["n_gpu_layers"])]
     if options.get("embeddings"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ltcai.engines.llama_server import default_slots, default_threads, server_argv
+from ltcai.engines.llama_server import default_slots, server_argv
 
 
 def _argv(**options: object) -> list[str]:
@@ -20,17 +20,9 @@ def test_default_slots_batch_more_sequences_than_cores(cores: int, slots: int) -
     assert default_slots(cores) == slots
 
 
-@pytest.mark.parametrize(("cores", "threads"), [(1, 1), (2, 1), (4, 3), (5, None), (32, None)])
-def test_small_machines_leave_a_core_to_the_daemon_and_the_desktop(cores: int, threads: int | None) -> None:
-    assert default_threads(cores) == threads
-
-
-def test_the_threads_setting_wins_over_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert _flag(_argv(), "--threads") == "1"
+def test_threads_are_llama_cpps_choice_unless_set() -> None:
+    assert "--threads" not in _argv()
     assert _flag(_argv(n_threads=6), "--threads") == "6"
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert _flag(_argv(), "--threads") is None  # llama.cpp's own choice: its physical cores
 
 
 def test_n_ctx_is_per_slot() -> None:
