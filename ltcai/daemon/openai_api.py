@@ -11,6 +11,7 @@ reason (an error event on a stream). Errors use OpenAI's shape, plus our ``hint`
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -60,6 +61,26 @@ def _error_event(exc: LtcaiError) -> dict[str, Any]:
 
 def _cached_profile(services: Services, entry: CatalogEntry) -> Profile | None:
     return services.profiles.get(entry.extra.get("resolved_model", entry.id), entry.engine)
+
+
+async def _started(deltas: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """``deltas`` with its first item already awaited. An error before the answer's first
+    delta (a prompt longer than the context, an engine that is down) is raised here, while
+    the route can still answer with a real HTTP status, as OpenAI's API does, rather than a
+    200 whose stream carries the error. Costs no time: the first delta is awaited anyway."""
+    try:
+        first = await anext(deltas)
+    except StopAsyncIteration:
+        first = None
+
+    async def rest() -> AsyncIterator[dict[str, Any]]:
+        async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+            if first is not None:
+                yield first
+                async for delta in deltas:
+                    yield delta
+
+    return rest()
 
 
 async def _stream_after_prepare(
@@ -141,10 +162,13 @@ def openai_routes(services: Services) -> list[Route]:
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, **extra}],
             }
 
-        async def answer_events(loaded: LoadedModel, use: Use) -> AsyncIterator[bytes]:
+        def answer_deltas(loaded: LoadedModel, use: Use) -> AsyncIterator[dict[str, Any]]:
+            return use.watch(chat.chat_stream(services, loaded, call))
+
+        async def answer_events(deltas: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
             yield _sse(chunk({"role": "assistant", "content": ""}))
             try:
-                async for delta in use.watch(chat.chat_stream(services, loaded, call)):
+                async for delta in deltas:
                     if "content" in delta:
                         yield _sse(chunk({"content": delta["content"]}))
                     elif "reasoning" in delta:
@@ -162,13 +186,17 @@ def openai_routes(services: Services) -> list[Route]:
             yield _sse("[DONE]")
 
         if call.stream and not ready_now:
-            return await _stream_after_prepare(services, request, model, keep_alive, answer_events, check)
+            return await _stream_after_prepare(
+                services, request, model, keep_alive, lambda loaded, use: answer_events(answer_deltas(loaded, use)), check
+            )
 
         loaded, use = await ready_in_use(services, request, model, keep_alive, check)
         # A model prepared for this request: the job that did it, for `ltcai jobs ID`.
         headers = None if ready_now else {PREPARE_JOB_HEADER: loaded.job_id}
         if call.stream:
-            return ending_use(StreamingResponse(answer_events(loaded, use), media_type="text/event-stream"), use)
+            with use.ending_on_error():
+                deltas = await _started(answer_deltas(loaded, use))
+            return ending_use(StreamingResponse(answer_events(deltas), media_type="text/event-stream", headers=headers), use)
         try:
             answer = await chat.chat_once(services, loaded, call)
             use.usage(answer.usage)
@@ -208,9 +236,12 @@ def openai_routes(services: Services) -> list[Route]:
             return {"id": completion_id, "object": "text_completion", "created": created, "model": call.model,
                     "choices": [choice]}  # fmt: skip
 
-        async def events(loaded: LoadedModel, use: Use) -> AsyncIterator[bytes]:
+        def text_deltas(loaded: LoadedModel, use: Use) -> AsyncIterator[dict[str, Any]]:
+            return use.watch(chat.completion_stream(services, loaded, call, prompt))
+
+        async def events(deltas: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
             try:
-                async for delta in use.watch(chat.completion_stream(services, loaded, call, prompt)):
+                async for delta in deltas:
                     if "content" in delta:
                         yield _sse(event(delta["content"]))
                     elif "finish_reason" in delta:
@@ -223,11 +254,15 @@ def openai_routes(services: Services) -> list[Route]:
 
         ready_now = found is not None and found.ready
         if call.stream and not ready_now:
-            return await _stream_after_prepare(services, request, call.model, keep_alive, events)
+            return await _stream_after_prepare(
+                services, request, call.model, keep_alive, lambda loaded, use: events(text_deltas(loaded, use))
+            )
         loaded, use = await ready_in_use(services, request, call.model, keep_alive)
         headers = None if ready_now else {PREPARE_JOB_HEADER: loaded.job_id}
         if call.stream:
-            return ending_use(StreamingResponse(events(loaded, use), media_type="text/event-stream"), use)
+            with use.ending_on_error():
+                deltas = await _started(text_deltas(loaded, use))
+            return ending_use(StreamingResponse(events(deltas), media_type="text/event-stream", headers=headers), use)
         try:
             params, held_stops = engine_params(
                 services.engine(engine).request_rules, loaded.profile, call.overrides, call.fields
