@@ -10,17 +10,7 @@ import anyio
 import httpx
 import pytest
 
-
-async def _hold_stream(client: httpx.AsyncClient, model: str, opened: anyio.Event, release: anyio.Event) -> None:
-    """A stream from a stall-stream model: one chunk, then open until ``release``."""
-    body = {"model": model, "engine": "fake", "prompt": "hi", "stream": True}
-    async with client.stream("POST", "/chat", json=body) as response:
-        assert response.status_code == 200
-        lines = response.aiter_lines()  # held: a dropped line iterator would close the stream
-        while not (await lines.__anext__()).strip():
-            pass
-        opened.set()
-        await release.wait()
+from tests.daemon.test_lifecycle import _hold_stream  # one stream held open, as the lifecycle tests hold it
 
 
 @pytest.mark.asyncio
