@@ -15,6 +15,7 @@ upstream's own CPU for the same stream, the floor of any proxy in Python.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 from _common import BenchEnv, Daemon, Section, fmt, log
@@ -33,8 +34,6 @@ def _cpu_s(pid: int) -> float:
 
 
 def _body(model: str) -> bytes:
-    import json
-
     return json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": CHUNKS, "stream": True}).encode()
 
 

@@ -63,16 +63,17 @@ class VerifiedFiles:
     def _path(ctx: EngineContext) -> Path:
         return ctx.models_dir / _MEMO_FILE
 
+    @classmethod
+    def _read(cls, ctx: EngineContext) -> list[str]:
+        try:
+            keys = json.loads(cls._path(ctx).read_text())
+        except (OSError, ValueError):
+            return []
+        return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
+
     async def _load(self, ctx: EngineContext) -> list[str]:
         if self._keys is None:
-            def read() -> list[str]:
-                try:
-                    keys = json.loads(self._path(ctx).read_text())
-                except (OSError, ValueError):
-                    return []
-                return [k for k in keys if isinstance(k, str)] if isinstance(keys, list) else []
-
-            self._keys = await ctx.run_sync(read)
+            self._keys = await ctx.run_sync(self._read, ctx)
         return self._keys
 
     async def contains(self, ctx: EngineContext, key: str) -> bool:
@@ -81,17 +82,19 @@ class VerifiedFiles:
     async def add(self, ctx: EngineContext, key: str) -> None:
         keys = await self._load(ctx)
         keys.append(key)
-        del keys[:-_MEMO_MAX]
-        data = json.dumps(keys).encode()
 
         def write() -> None:
+            # Merged with the file as it is now: each engine (llama.cpp, MLX) keeps its own
+            # memo of the same file, and one must not drop what the other wrote.
+            merged = [k for k in self._read(ctx) if k not in keys] + keys
             try:
                 ctx.models_dir.mkdir(parents=True, exist_ok=True)
-                atomic_write_bytes(self._path(ctx), data)
+                atomic_write_bytes(self._path(ctx), json.dumps(merged[-_MEMO_MAX:]).encode())
             except OSError:
                 pass  # a full or read-only disk: the memo lives on in memory
 
         await ctx.run_sync(write)
+        del keys[:-_MEMO_MAX]
 
 
 async def verify_file(

@@ -63,3 +63,20 @@ async def test_a_mismatch_is_never_remembered_and_a_broken_memo_is_only_a_memo(t
             await gguf_files.verify_file(ctx, model, size=None, sha256="0" * 64, memo=gguf_files.VerifiedFiles())
         assert failure.value.code == "checksum_mismatch"
     assert len(hashes) == 2
+
+
+@pytest.mark.asyncio
+async def test_two_engines_memos_of_one_file_keep_each_others_entries(tmp_path: Path, hashes: list[Path]) -> None:
+    ctx = _ctx(tmp_path)
+    first, second = tmp_path / "a.gguf", tmp_path / "b.gguf"
+    first.write_bytes(b"GGUF-a")
+    second.write_bytes(b"GGUF-b")
+    llamacpp, mlx = gguf_files.VerifiedFiles(), gguf_files.VerifiedFiles()
+    assert not await llamacpp.contains(ctx, "nothing")  # both loaded the (empty) memo first
+    assert not await mlx.contains(ctx, "nothing")
+    for memo, path in ((llamacpp, first), (mlx, second)):
+        await gguf_files.verify_file(ctx, path, size=None, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), memo=memo)
+    restarted = gguf_files.VerifiedFiles()
+    for path in (first, second):
+        await gguf_files.verify_file(ctx, path, size=None, sha256=hashlib.sha256(path.read_bytes()).hexdigest(), memo=restarted)
+    assert hashes == [first, second]  # the restart hashed neither
